@@ -1,0 +1,69 @@
+# Conduit: `make dev` serves the platform locally, `make test` runs every test.
+# Both set up what they need first (a Python 3.13 virtualenv with pinned packages).
+
+SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM_VENV := .venv-sam
+PORT ?= 3000
+
+# Python 3.13 explicitly: on these machines it is installed (pyenv) but is not
+# the default python3. PYTHON313=/path/to/python3.13 overrides the search.
+PYTHON313 ?= $(shell for candidate in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 \
+	$$(command -v python3.13 2>/dev/null) $$(command -v python3 2>/dev/null); do \
+	[ -x "$$candidate" ] && "$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
+	&& echo "$$candidate" && break; done)
+
+.PHONY: dev test lint validate build openapi bench clean help
+
+help:
+	@echo "make dev       start the local platform on http://127.0.0.1:$(PORT) (Ctrl-C stops)"
+	@echo "make test      run every test"
+	@echo "make lint      cfn-lint template.yaml"
+	@echo "make validate  sam validate --lint (installs the SAM CLI in $(SAM_VENV))"
+	@echo "make build     sam build (no Docker needed)"
+	@echo "make openapi   regenerate functions/platform/openapi.json"
+	@echo "make bench     run the benchmarks in bench/"
+
+$(VENV)/.installed: requirements-dev.txt layers/conduit/requirements.txt
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "error: Python 3.13 not found. Install it (e.g. 'pyenv install 3.13') or run 'make PYTHON313=/path/to/python3.13 ...'" >&2; \
+		exit 1; fi
+	@echo "Setting up $(VENV) with $(PYTHON313)"
+	@[ -x $(PY) ] || $(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+dev: $(VENV)/.installed
+	PORT=$(PORT) $(PY) -m shared.local
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/cfn-lint template.yaml
+
+$(SAM_VENV)/.installed:
+	@[ -x $(SAM_VENV)/bin/python ] || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	@touch $@
+
+SAM_CLI_VERSION ?= 1.170.0
+
+validate: $(SAM_VENV)/.installed
+	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
+
+# sam build needs a real python3.13 first on PATH (a pyenv shim for another version does not count).
+build: $(SAM_VENV)/.installed
+	PATH="$(dir $(PYTHON313)):$$PATH" $(SAM_VENV)/bin/sam build
+
+openapi: $(VENV)/.installed
+	POWERTOOLS_TRACE_DISABLED=true $(PY) -m shared.openapi
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache

@@ -1,0 +1,26 @@
+"""`make bench`: print every benchmark as a table, and write them as JSON to bench/results/latest.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+from bench import cold_import
+
+
+def main() -> None:
+    results = {"machine": {"python": platform.python_version(), "cpu": platform.machine()}}
+    results["cold_import"] = cold_import.measure()
+    print("Cold import of each handler module (median of 7 fresh processes)")
+    print(f"{'function':<34}{'median ms':>10}{'x baseline':>12}")
+    for row in results["cold_import"]:
+        print(f"{row['function']:<34}{row['median_ms']:>10}{row['ratio_to_baseline']:>12}")
+    output = Path(__file__).parent / "results" / "latest.json"
+    output.parent.mkdir(exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nJSON: {output}")
+
+
+if __name__ == "__main__":
+    main()

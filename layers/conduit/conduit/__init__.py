@@ -1,0 +1,1 @@
+"""Conduit's shared layer: errors, the resolver factory, settings, repositories."""

@@ -1,0 +1,119 @@
+"""Repository base: the one DynamoDB client, item (de)serialization, pages.
+
+Each repository subclass owns a few access patterns of TABLE.md and nothing
+else; domain code never builds keys or expressions itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from conduit.errors import validation_error
+from conduit.settings import get_settings
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+KEY_ATTRIBUTES = ("PK", "SK", "GSI1PK", "GSI1SK")
+
+
+@lru_cache(maxsize=1)
+def dynamodb_client() -> Any:
+    # Created on first use rather than at import, so tests can start moto first;
+    # cached, so a warm Lambda reuses one client and its connection pool.
+    return boto3.client("dynamodb")
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_cursor(last_item: dict[str, Any], key_attributes: tuple[str, ...]) -> str:
+    """An opaque cursor: the key of the last item on the page."""
+    plain = {name: last_item[name] for name in key_attributes}
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, partition_attribute: str, partition_value: str) -> dict[str, Any]:
+    """The ExclusiveStartKey of a cursor, refusing any cursor not made for this query."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        plain = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise validation_error("cursor", "is not a cursor returned by this list") from None
+    valid = (
+        isinstance(plain, dict)
+        and plain.get(partition_attribute) == partition_value
+        and all(name in KEY_ATTRIBUTES and isinstance(value, str) for name, value in plain.items())
+    )
+    if not valid:
+        raise validation_error("cursor", "is not a cursor returned by this list")
+    return {name: {"S": value} for name, value in plain.items()}
+
+
+class Repository:
+    def __init__(self, client: Any | None = None, table_name: str | None = None) -> None:
+        self.client = client or dynamodb_client()
+        self.table_name = table_name or get_settings().table_name
+
+    def get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = self.client.get_item(
+            TableName=self.table_name, Key=to_item({"PK": pk, "SK": sk}), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return from_item(item) if item else None
+
+    def query_page(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        index: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page:
+        """One page of a partition (table or GSI1), optionally narrowed by a sort-key prefix."""
+        pk_name, sk_name = ("GSI1PK", "GSI1SK") if index else ("PK", "SK")
+        condition = f"{pk_name} = :pk"
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        if sk_prefix:
+            condition += f" AND begins_with({sk_name}, :sk)"
+            values[":sk"] = {"S": sk_prefix}
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            # One extra item tells whether another page exists, so the last
+            # page has nextCursor null instead of leading to an empty page.
+            "Limit": limit + 1,
+            "ScanIndexForward": not newest_first,
+        }
+        if index:
+            request["IndexName"] = index
+        if cursor:
+            request["ExclusiveStartKey"] = decode_cursor(cursor, partition_attribute=pk_name, partition_value=pk)
+        items = [from_item(item) for item in self.client.query(**request).get("Items", [])]
+        if len(items) <= limit:
+            return Page(items=items)
+        key_attributes = ("PK", "SK", "GSI1PK", "GSI1SK") if index else ("PK", "SK")
+        return Page(items=items[:limit], next_cursor=encode_cursor(items[limit - 1], key_attributes))

@@ -1,0 +1,295 @@
+"""The local API Gateway and Function URLs: HTTP in, Lambda proxy events out.
+
+Routes, their functions and the gateway's own error responses all come from
+template.yaml. Requests become API Gateway REST proxy events (payload 1.0) or
+Function URL events (payload 2.0) with the TCP peer as `sourceIp`; results are
+written back as the gateway would.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from shared.local.template import LOCAL_ACCOUNT_ID, GatewayResponse, Route
+from shared.local.workers import FunctionPool, InvocationError, InvocationTimeout
+
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own request limit
+STAGE = "local"
+
+
+@dataclass(frozen=True)
+class Match:
+    pool: FunctionPool
+    route: Route | None  # None for a Function URL
+    path_parameters: dict[str, str]
+    url_path: str = "/"  # the path a Function URL function sees
+
+
+def _match_route(route: Route, segments: list[str]) -> tuple[tuple[int, ...], dict[str, str]] | None:
+    """Match like API Gateway: literal beats {param} beats {proxy+}. Returns (rank, parameters)."""
+    pattern = [part for part in route.path.split("/") if part]
+    parameters: dict[str, str] = {}
+    rank: list[int] = []
+    for index, part in enumerate(pattern):
+        if part.startswith("{") and part.endswith("+}"):
+            if index >= len(segments):
+                return None
+            parameters[part[1:-2]] = "/".join(segments[index:])
+            return (*rank, 2), parameters
+        if index >= len(segments):
+            return None
+        if part.startswith("{") and part.endswith("}"):
+            parameters[part[1:-1]] = unquote(segments[index])
+            rank.append(1)
+        elif part == segments[index]:
+            rank.append(0)
+        else:
+            return None
+    if len(pattern) != len(segments):
+        return None
+    return tuple(rank), parameters
+
+
+class Router:
+    def __init__(self, pools: list[FunctionPool]) -> None:
+        self._routes = [(route, pool) for pool in pools for route in pool.spec.routes]
+        self._url_functions = sorted(
+            ((pool.spec.url_prefix.rstrip("/"), pool) for pool in pools if pool.spec.url_prefix),
+            key=lambda item: -len(item[0]),
+        )
+
+    def match(self, method: str, path: str) -> Match | None:
+        for prefix, pool in self._url_functions:
+            if path == prefix or path.startswith(prefix + "/"):
+                return Match(pool=pool, route=None, path_parameters={}, url_path=path[len(prefix) :] or "/")
+        segments = [part for part in path.split("/") if part]
+        best: tuple[tuple[int, ...], Route, FunctionPool, dict[str, str]] | None = None
+        for route, pool in self._routes:
+            if route.method not in (method, "ANY"):
+                continue
+            matched = _match_route(route, segments)
+            if matched and (best is None or matched[0] < best[0]):
+                best = (matched[0], route, pool, matched[1])
+        if best is None:
+            return None
+        return Match(pool=best[2], route=best[1], path_parameters=best[3])
+
+
+def _body_field(raw: bytes) -> tuple[str | None, bool]:
+    if not raw:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), True
+
+
+def rest_event(
+    route: Route,
+    method: str,
+    path: str,
+    *,
+    path_parameters: dict[str, str] | None = None,
+    query: str = "",
+    headers: Sequence[tuple[str, str]] = (),
+    raw: bytes = b"",
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event (payload format 1.0)."""
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in headers:
+        multi_headers.setdefault(name, []).append(value)
+    multi_query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        multi_query.setdefault(name, []).append(value)
+    body, is_base64 = _body_field(raw)
+    now = datetime.now(UTC)
+    return {
+        "resource": route.path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {name: values[-1] for name, values in multi_headers.items()},
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": path_parameters or None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": LOCAL_ACCOUNT_ID,
+            "apiId": "local",
+            "resourceId": "local",
+            "resourcePath": route.path,
+            "httpMethod": method,
+            "path": f"/{STAGE}{path}",
+            "stage": STAGE,
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "identity": {"sourceIp": source_ip, "userAgent": multi_headers.get("User-Agent", [""])[-1]},
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def function_url_event(
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    headers: Sequence[tuple[str, str]] = (),
+    raw: bytes = b"",
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """A Lambda Function URL event (payload format 2.0); `path` is the path after the URL's host."""
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "cookie":
+            cookies.extend(part.strip() for part in value.split(";") if part.strip())
+            continue
+        joined[lower] = f"{joined[lower]},{value}" if lower in joined else value
+    query_parameters: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        query_parameters[name] = f"{query_parameters[name]},{value}" if name in query_parameters else value
+    body, is_base64 = _body_field(raw)
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": joined,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "local",
+            "domainName": joined.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": is_base64,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query_parameters:
+        event["queryStringParameters"] = query_parameters
+    if body is not None:
+        event["body"] = body
+    return event
+
+
+class Gateway(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], router: Router, gateway_responses: dict[str, GatewayResponse], quiet: bool
+    ) -> None:
+        super().__init__(address, _GatewayRequestHandler)
+        self.router = router
+        self.gateway_responses = gateway_responses
+        self.quiet = quiet
+
+    def gateway_response(self, kind: str) -> GatewayResponse:
+        """API Gateway's own answer (no function ran), as template.yaml's GatewayResponses define it."""
+        fallback = "DEFAULT_5XX" if kind in ("INTEGRATION_FAILURE", "INTEGRATION_TIMEOUT", "DEFAULT_5XX") else "DEFAULT_4XX"
+        return self.gateway_responses.get(kind) or self.gateway_responses[fallback]
+
+
+class _GatewayRequestHandler(BaseHTTPRequestHandler):
+    server: Gateway
+    protocol_version = "HTTP/1.1"
+    server_version = "conduit-local"
+
+    def do_request(self) -> None:
+        started = time.perf_counter()
+        status = self._handle()
+        if not self.server.quiet:
+            elapsed = (time.perf_counter() - started) * 1000
+            print(f"{self.command} {self.path} -> {status} ({elapsed:.0f} ms)", file=sys.stderr, flush=True)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_request
+
+    def _handle(self) -> int:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            self.close_connection = True
+            return self._send_gateway_response("REQUEST_TOO_LARGE")
+        raw = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        method = self.command.upper()
+        match = self.server.router.match(method, url.path)
+        if match is None:
+            # API Gateway answers an unknown resource or method itself.
+            return self._send_gateway_response("MISSING_AUTHENTICATION_TOKEN")
+        headers = list(self.headers.items())
+        source_ip = self.client_address[0]
+        request = {"query": url.query, "headers": headers, "raw": raw, "source_ip": source_ip}
+        if match.route is None:
+            event = function_url_event(method, match.url_path, **request)
+        else:
+            event = rest_event(match.route, method, url.path, path_parameters=match.path_parameters, **request)
+        try:
+            result = match.pool.invoke(event)
+        except InvocationTimeout:
+            return self._send_gateway_response("INTEGRATION_TIMEOUT")
+        except InvocationError as error:
+            print(f"{match.pool.spec.logical_id}: {error}", file=sys.stderr, flush=True)
+            return self._send_gateway_response("DEFAULT_5XX")
+        return self._send_result(result)
+
+    def _send_result(self, result: Any) -> int:
+        if not isinstance(result, dict) or "statusCode" not in result:
+            return self._send_gateway_response("DEFAULT_5XX")
+        body = result.get("body") or ""
+        payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+        headers: list[tuple[str, str]] = list((result.get("headers") or {}).items())
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers.extend((name, str(value)) for value in values)
+        headers.extend(("Set-Cookie", cookie) for cookie in result.get("cookies") or [])
+        return self._send(int(result["statusCode"]), headers, payload)
+
+    def _send_gateway_response(self, kind: str) -> int:
+        response = self.server.gateway_response(kind)
+        return self._send(response.status, [("Content-Type", "application/json")], response.body.encode("utf-8"))
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> int:
+        self.send_response(status)
+        seen = set()
+        for name, value in headers:
+            if name.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            seen.add(name.lower())
+            self.send_header(name, str(value))
+        if "content-type" not in seen:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        return status
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # do_request prints one line per request instead

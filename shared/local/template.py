@@ -1,0 +1,184 @@
+"""Reads template.yaml: the local stack's only source for functions, routes,
+environment, tables and API Gateway's own error responses.
+
+Only the intrinsics the template uses in function environments are resolved;
+anything else fails loudly, naming the value, rather than guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+LOCAL_STACK_NAME = "conduit-local"
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT_ID = "123456789012"
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """YAML loader that turns short-form intrinsics (!Ref, !Sub, …) into their long form."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if name == "Fn::GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # upper case, or ANY
+    path: str  # API Gateway resource path, e.g. /vault/sites/{siteId} or /auth/{proxy+}
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    layer_dirs: list[Path]
+    environment: dict[str, str]
+    timeout: int
+    memory: int
+    routes: list[Route] = field(default_factory=list)
+    url_prefix: str | None = None  # where a Function URL function is mounted locally
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    status: int
+    body: str
+
+
+class Template:
+    def __init__(self, path: Path = TEMPLATE_PATH) -> None:
+        self.path = path
+        self.doc = load_template(path)
+        self.resources: dict[str, Any] = self.doc.get("Resources", {})
+        self.parameters: dict[str, Any] = self.doc.get("Parameters", {})
+
+    # --- intrinsics -------------------------------------------------------
+    def physical_id(self, logical_id: str) -> str:
+        if logical_id in self.parameters:
+            return str(self.parameters[logical_id].get("Default", ""))
+        pseudo = {
+            "AWS::Region": LOCAL_REGION,
+            "AWS::AccountId": LOCAL_ACCOUNT_ID,
+            "AWS::StackName": LOCAL_STACK_NAME,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        if logical_id in pseudo:
+            return pseudo[logical_id]
+        if logical_id in self.resources:
+            # Locally every named resource is called by its logical id.
+            return logical_id
+        raise ValueError(f"template.yaml: !Ref {logical_id} names nothing the local stack knows")
+
+    def attribute(self, logical_id: str, attribute: str) -> str:
+        resource_type = self.resources.get(logical_id, {}).get("Type", "")
+        service = {
+            "AWS::DynamoDB::Table": "dynamodb",
+            "AWS::KMS::Key": "kms",
+            "AWS::SecretsManager::Secret": "secretsmanager",
+        }.get(resource_type)
+        if attribute == "Arn" and service:
+            kind = {"dynamodb": "table", "kms": "key", "secretsmanager": "secret"}[service]
+            return f"arn:aws:{service}:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:{kind}/{logical_id}"
+        raise ValueError(f"template.yaml: !GetAtt {logical_id}.{attribute} is not resolved locally")
+
+    def resolve(self, value: Any) -> str:
+        if isinstance(value, (str, int, float, bool)):
+            return str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, dict) and len(value) == 1:
+            ((name, argument),) = value.items()
+            if name == "Ref":
+                return self.physical_id(argument)
+            if name == "Fn::GetAtt":
+                return self.attribute(*argument)
+            if name == "Fn::Sub" and isinstance(argument, str):
+                return re.sub(r"\$\{([^}!]+)\}", lambda m: self._sub_variable(m.group(1)), argument)
+            if name == "Fn::Join":
+                separator, parts = argument
+                return separator.join(self.resolve(part) for part in parts)
+        raise ValueError(f"template.yaml: cannot resolve {value!r} locally")
+
+    def _sub_variable(self, name: str) -> str:
+        if "." in name and not name.startswith("AWS::"):
+            return self.attribute(*name.split(".", 1))
+        return self.physical_id(name)
+
+    # --- what the local stack runs ---------------------------------------
+    def _of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {name: res for name, res in self.resources.items() if res.get("Type") == resource_type}
+
+    def tables(self) -> dict[str, dict[str, Any]]:
+        return {name: res["Properties"] for name, res in self._of_type("AWS::DynamoDB::Table").items()}
+
+    def functions(self) -> list[FunctionSpec]:
+        function_globals = self.doc.get("Globals", {}).get("Function", {})
+        layers = {
+            name: self.path.parent / res["Properties"]["ContentUri"]
+            for name, res in self._of_type("AWS::Serverless::LayerVersion").items()
+        }
+        specs = []
+        for name, resource in self._of_type("AWS::Serverless::Function").items():
+            props = {**function_globals, **resource.get("Properties", {})}
+            variables = {
+                **function_globals.get("Environment", {}).get("Variables", {}),
+                **resource.get("Properties", {}).get("Environment", {}).get("Variables", {}),
+            }
+            routes = [
+                Route(method=event["Properties"]["Method"].upper(), path=event["Properties"]["Path"])
+                for event in props.get("Events", {}).values()
+                if event.get("Type") == "Api"
+            ]
+            url_prefix = None
+            if "FunctionUrlConfig" in props:
+                url_prefix = resource.get("Metadata", {}).get("LocalUrlPrefix")
+                if not url_prefix:
+                    raise ValueError(f"template.yaml: {name} has a Function URL but no Metadata.LocalUrlPrefix")
+            specs.append(
+                FunctionSpec(
+                    logical_id=name,
+                    code_dir=self.path.parent / props["CodeUri"],
+                    handler=props["Handler"],
+                    layer_dirs=[layers[layer["Ref"]] for layer in props.get("Layers", [])],
+                    environment={key: self.resolve(value) for key, value in variables.items()},
+                    timeout=int(props.get("Timeout", 3)),
+                    memory=int(props.get("MemorySize", 128)),
+                    routes=routes,
+                    url_prefix=url_prefix,
+                )
+            )
+        return specs
+
+    def gateway_responses(self) -> dict[str, GatewayResponse]:
+        responses: dict[str, GatewayResponse] = {}
+        for api in self._of_type("AWS::Serverless::Api").values():
+            for kind, config in api["Properties"].get("GatewayResponses", {}).items():
+                responses[kind] = GatewayResponse(
+                    status=int(config["StatusCode"]),
+                    body=config["ResponseTemplates"]["application/json"],
+                )
+        return responses

@@ -1,0 +1,164 @@
+"""Function execution environments: one process per concurrent invocation, as in Lambda.
+
+A worker process imports the function's handler from its CodeUri with the
+layer on sys.path, exactly the module Lambda imports, then serves invocations
+one at a time. Idle workers are reused (warm starts); a busy function gets a
+new worker (a cold start) up to a concurrency cap. Processes, not threads,
+because Lambda code (Powertools' resolver among it) keeps per-request state
+in module globals, which is right for Lambda and wrong for shared threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, FunctionSpec
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+class InvocationError(Exception):
+    """The function failed outside its own error handling (crash, init error)."""
+
+
+class InvocationTimeout(InvocationError):
+    """The invocation ran past the function's Timeout; its worker was stopped."""
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    aws_request_id: str
+    function_version: str = "$LATEST"
+
+    def __post_init__(self) -> None:
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:function:{self.function_name}"
+        )
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
+    os.environ.update(environment)
+    sys.path[:0] = [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)]
+    module_name, handler_name = spec.handler.rsplit(".", 1)
+    try:
+        handler = getattr(importlib.import_module(module_name), handler_name)
+    except BaseException:  # an init error, reported like Lambda's Runtime.ImportModuleError
+        connection.send(("init_error", traceback.format_exc()))
+        return
+    connection.send(("ready", None))
+    while True:
+        try:
+            event = connection.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        context = LocalLambdaContext(spec.logical_id, spec.memory, spec.timeout, str(uuid.uuid4()))
+        try:
+            connection.send(("ok", handler(event, context)))
+        except Exception as error:  # Lambda reports an unhandled error; so do we
+            traceback.print_exc()
+            connection.send(("error", {"errorType": type(error).__name__, "errorMessage": str(error)}))
+
+
+class _Worker:
+    def __init__(self, spec: FunctionSpec, environment: dict[str, str]) -> None:
+        self.connection, child_connection = _spawn.Pipe()
+        self.process = _spawn.Process(
+            target=_worker_main, args=(child_connection, spec, environment), daemon=True, name=spec.logical_id
+        )
+        self.process.start()
+        child_connection.close()
+        status, detail = self.connection.recv()
+        if status != "ready":
+            self.stop()
+            raise InvocationError(f"{spec.logical_id} failed to initialise:\n{detail}")
+
+    def invoke(self, event: dict[str, Any], timeout: float) -> Any:
+        self.connection.send(event)
+        if not self.connection.poll(timeout):
+            self.stop()
+            raise InvocationTimeout(f"timed out after {timeout} s")
+        try:
+            status, payload = self.connection.recv()
+        except EOFError:
+            self.stop()
+            raise InvocationError("the function's process exited") from None
+        if status == "error":
+            raise InvocationError(f"{payload['errorType']}: {payload['errorMessage']}")
+        return payload
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+class FunctionPool:
+    """The execution environments of one function."""
+
+    def __init__(self, spec: FunctionSpec, environment: dict[str, str], max_concurrency: int = 16) -> None:
+        self.spec = spec
+        self.environment = {
+            **environment,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        }
+        self._idle: list[_Worker] = []
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start one environment ahead of the first request."""
+        with self._slots:
+            worker = _Worker(self.spec, self.environment)
+            self._release(worker)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        with self._slots:  # waits, like Lambda's throttling would refuse, past the cap
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = _Worker(self.spec, self.environment)
+            try:
+                return worker.invoke(event, timeout=self.spec.timeout)
+            finally:
+                # A timed-out or crashed worker was stopped; a live one is reused.
+                if worker.process.is_alive():
+                    self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._closed:
+                worker.stop()
+            else:
+                self._idle.append(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()

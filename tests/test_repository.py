@@ -1,0 +1,68 @@
+"""The repository base: consistent reads and cursor pagination that cannot be pointed elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from conduit.errors import ConduitError
+from conduit.repositories.base import Repository, encode_cursor, to_item
+
+
+@pytest.fixture
+def repository(aws):
+    repository = Repository()
+    for number in range(45):
+        repository.client.put_item(
+            TableName=repository.table_name,
+            Item=to_item({"PK": "LIST#a", "SK": f"ITEM#{number:03d}", "n": number}),
+        )
+    repository.client.put_item(
+        TableName=repository.table_name, Item=to_item({"PK": "LIST#b", "SK": "ITEM#000", "n": -1})
+    )
+    return repository
+
+
+def test_get(repository):
+    assert repository.get("LIST#a", "ITEM#007")["n"] == 7
+    assert repository.get("LIST#a", "ITEM#999") is None
+
+
+def test_pages_cover_the_partition_once_and_the_last_has_no_cursor(repository):
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = repository.query_page("LIST#a", sk_prefix="ITEM#", limit=20, cursor=cursor)
+        seen += [item["n"] for item in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(range(45))
+    assert pages == 3
+
+
+def test_exact_multiple_has_no_empty_trailing_page(repository):
+    first = repository.query_page("LIST#a", limit=45)
+    assert len(first.items) == 45 and first.next_cursor is None
+
+
+def test_newest_first(repository):
+    page = repository.query_page("LIST#a", limit=3, newest_first=True)
+    assert [item["n"] for item in page.items] == [44, 43, 42]
+    following = repository.query_page("LIST#a", limit=3, newest_first=True, cursor=page.next_cursor)
+    assert [item["n"] for item in following.items] == [41, 40, 39]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-base64!",
+        "e30",  # {}
+        encode_cursor({"PK": "LIST#b", "SK": "ITEM#000"}, ("PK", "SK")),  # another partition
+        "eyJQSyI6MX0",  # {"PK":1}
+    ],
+)
+def test_a_foreign_or_forged_cursor_is_a_validation_error(repository, cursor):
+    with pytest.raises(ConduitError) as raised:
+        repository.query_page("LIST#a", limit=5, cursor=cursor)
+    assert raised.value.code == "VALIDATION_ERROR"
+    assert raised.value.details == [{"field": "cursor", "message": "is not a cursor returned by this list"}]

@@ -1,0 +1,93 @@
+"""template.yaml: lint-clean, least privilege, explicit log groups, every handler present."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.local.template import Template
+
+from .conftest import ROOT
+
+
+def test_cfn_lint_is_clean():
+    result = subprocess.run(
+        [Path(sys.executable).parent / "cfn-lint", "template.yaml"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _functions(template: Template):
+    return {
+        name: resource["Properties"]
+        for name, resource in template.resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_every_function_runs_python_313_on_arm64_with_the_layer(template):
+    function_globals = template.doc["Globals"]["Function"]
+    assert function_globals["Runtime"] == "python3.13"
+    assert function_globals["Architectures"] == ["arm64"]
+    assert function_globals["Layers"] == [{"Ref": "ConduitLayer"}]
+    assert template.resources["ConduitLayer"]["Metadata"]["BuildMethod"] == "python3.13"
+
+
+def test_every_handler_exists(template):
+    specs = template.functions()
+    assert specs, "template.yaml defines no function"
+    for spec in specs:
+        module, function = spec.handler.rsplit(".", 1)
+        source = (spec.code_dir / f"{module}.py").read_text()
+        assert f"{function} = " in source or f"def {function}(" in source, spec.logical_id
+
+
+def test_every_function_has_an_explicit_log_group_with_retention(template):
+    for name, props in _functions(template).items():
+        log_group = props.get("LoggingConfig", {}).get("LogGroup", {}).get("Ref")
+        assert log_group, f"{name} has no LoggingConfig.LogGroup"
+        group = template.resources[log_group]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def _statements(policies):
+    for policy in policies or []:
+        if isinstance(policy, dict) and "Statement" in policy:
+            yield from policy["Statement"]
+
+
+@pytest.mark.parametrize("resource_type", ["AWS::Serverless::Function"])
+def test_no_wildcard_resources_in_function_policies(template, resource_type):
+    for name, props in _functions(template).items():
+        for statement in _statements(props.get("Policies")):
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert "*" not in resources, f"{name} grants {statement['Action']} on *"
+
+
+def test_table_keys_are_what_the_repositories_use(template):
+    table = template.tables()["ConduitTable"]
+    assert [key["AttributeName"] for key in table["KeySchema"]] == ["PK", "SK"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "GSI1"
+    assert [key["AttributeName"] for key in index["KeySchema"]] == ["GSI1PK", "GSI1SK"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+
+
+def test_gateway_answers_unknown_routes_with_the_error_body(template):
+    response = template.gateway_responses()["MISSING_AUTHENTICATION_TOKEN"]
+    assert response.status == 404
+    assert response.body == '{"error":"Route not found","code":"NOT_FOUND","statusCode":404}'
+
+
+def test_samconfig_has_dev_and_prod():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for environment in ("dev", "prod"):
+        deploy = config[environment]["deploy"]["parameters"]
+        assert f"Stage={environment}" in deploy["parameter_overrides"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM CAPABILITY_AUTO_EXPAND"
