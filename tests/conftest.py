@@ -29,6 +29,8 @@ os.environ.update(
         "POWERTOOLS_METRICS_NAMESPACE": "Conduit",
         "POWERTOOLS_SERVICE_NAME": "conduit",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        # Knobs reach the local stack's functions through the environment, as with `make dev`.
+        "ADMIN_EMAILS": "root@example.com",
     }
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -39,7 +41,7 @@ from moto import mock_aws  # noqa: E402
 
 from conduit.repositories.base import dynamodb_client  # noqa: E402
 from conduit.settings import get_settings  # noqa: E402
-from shared.local.emulator import create_tables, serialize_in_process_moto  # noqa: E402
+from shared.local.emulator import create_resources, serialize_in_process_moto  # noqa: E402
 from shared.local.stack import LocalStack  # noqa: E402
 from shared.local.template import Template  # noqa: E402
 
@@ -57,7 +59,7 @@ def aws(template: Template) -> Iterator[None]:
     get_settings.cache_clear()
     dynamodb_client.cache_clear()
     with mock_aws():
-        create_tables(boto3.client("dynamodb"), template)
+        create_resources(boto3.client, template)
         yield
     dynamodb_client.cache_clear()
     get_settings.cache_clear()
@@ -109,3 +111,30 @@ def api(local_stack: LocalStack) -> Iterator[Any]:
 
     with httpx.Client(base_url=local_stack.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def client(local_stack: LocalStack) -> Iterator[Any]:
+    """An HTTP client with a loopback source address of its own, so per-IP limits never mix tests."""
+    from tests.helpers import client_from_new_address
+
+    with client_from_new_address(local_stack) as client:
+        yield client
+
+
+ADMIN = {"email": "root@example.com", "password": "correct horse battery"}  # in ADMIN_EMAILS above
+
+
+@pytest.fixture
+def admin(client: Any) -> dict[str, str]:
+    """Headers of the admin, registered once per local stack. Its own account is put on the
+    team tier, so bursts of admin calls in tests stay under its per-minute limit."""
+    response = client.post("/auth/register", json=ADMIN)
+    if response.status_code == 409:
+        response = client.post("/auth/login", json=ADMIN)
+    session = response.json()
+    assert session["user"]["isAdmin"] is True
+    headers = {"Authorization": f"Bearer {session['accessToken']}"}
+    client.post("/auth/accept-terms", json={}, headers=headers)
+    client.patch(f"/admin/accounts/{session['user']['id']}", json={"tier": "team"}, headers=headers)
+    return headers

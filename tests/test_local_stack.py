@@ -146,3 +146,15 @@ def test_make_dev_entry_point_serves_on_port_and_stops_on_ctrl_c():
     assert process.returncode == 0
     assert "Conduit local stack stopped." in output
     assert "Traceback" not in output
+
+
+def test_in_process_moto_cannot_reset_the_stack(client):
+    """mock_aws resets every moto backend of its process; the stack's emulator lives in its own."""
+    from moto import mock_aws
+
+    from .helpers import register
+
+    register(client)
+    with mock_aws():
+        pass
+    register(client)  # the table is still there

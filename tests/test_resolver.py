@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from conduit import api
 from conduit.api import MAX_BODY_BYTES, handler_for, make_resolver
+from conduit.auth import public
 from conduit.errors import ConduitError
 from shared.local.gateway import function_url_event, rest_event
 from shared.local.template import Route
@@ -27,18 +28,22 @@ def build_app(kind="rest"):
     app = make_resolver(kind)
 
     @app.post("/items")
+    @public()
     def create_item(item: NewItem) -> dict:
         return {"name": item.name, "count": item.count}
 
     @app.get("/items/<item_id>")
+    @public()
     def get_item(item_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
         return {"id": item_id, "limit": limit}
 
     @app.get("/limited")
+    @public()
     def limited() -> dict:
         raise ConduitError("RATE_LIMITED", headers={"Retry-After": "7"})
 
     @app.get("/broken")
+    @public()
     def broken() -> dict:
         raise RuntimeError("secret internals: password=hunter2")
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swag
 from pydantic import BaseModel
 
 from conduit.api import handler_for, make_resolver
+from conduit.auth import public
 
 app = make_resolver()
 
@@ -24,11 +25,13 @@ class Health(BaseModel):
 
 
 @app.get("/health", tags=["Platform"], summary="Liveness check (no auth)")
+@public()
 def health() -> Health:
     return Health(status="ok")
 
 
 @app.get("/openapi.json", include_in_schema=False)
+@public()
 def openapi_document():  # noqa: ANN201 - a Response annotation breaks schema generation
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=OPENAPI_DOCUMENT)
 
@@ -48,6 +51,7 @@ def docs_page() -> str:
 
 
 @app.get("/docs", include_in_schema=False)
+@public()
 def docs():  # noqa: ANN201 - as above
     return Response(status_code=200, content_type="text/html", body=docs_page())
 

@@ -11,6 +11,9 @@ under one lock, which makes each emulated request atomic as it is in AWS:
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,39 +42,48 @@ def _serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes
     return serialized_app
 
 
+def _serve(connection: Any, port: int) -> None:
+    """The emulator process: moto's server app, every request under EMULATOR_LOCK."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per emulated AWS call
+    app = _serialized(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+    connection.send(server.server_address[1])
+    server.serve_forever()
+
+
 class Emulator:
-    """moto's server app on 127.0.0.1, every request under EMULATOR_LOCK."""
+    """moto's server on 127.0.0.1, in a process of its own.
+
+    Its own process because moto keeps its state in module globals: anything
+    else in the host process that uses moto (a test's `mock_aws`, which resets
+    every backend when it starts and stops) would otherwise wipe the stack's data.
+    """
 
     def __init__(self, port: int = 0) -> None:
         self._port = port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._process: Any = None
+        self.endpoint_url = ""
 
     def start(self) -> str:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-
-        app = _serialized(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", self._port, app, threaded=True, request_handler=MotoRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, self._port), name="emulator", daemon=True)
+        self._process.start()
+        child.close()
+        if not parent.poll(60):
+            self.stop()
+            raise RuntimeError("the AWS emulator did not start within 60 s")
+        self.endpoint_url = f"http://127.0.0.1:{parent.recv()}"
+        parent.close()
         return self.endpoint_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -83,7 +95,23 @@ class Emulator:
         )
 
     def create_resources(self, template: Template) -> None:
-        create_tables(self.client("dynamodb"), template)
+        create_resources(self.client, template)
+
+
+def create_resources(self, template: Template) -> None:
+        create_resources(self.client, template)
+
+
+def create_resources(client: Callable[[str], Any], template: Template) -> None:
+    """What the template declares and the functions use: tables and generated secrets."""
+    create_tables(client("dynamodb"), template)
+    create_secrets(client("secretsmanager"), template)
+
+
+def create_secrets(secretsmanager: Any, template: Template) -> None:
+    """Each secret named by its logical id; a GenerateSecretString secret gets a random value, as in AWS."""
+    for name, props in template.secrets().items():
+        secretsmanager.create_secret(Name=name, SecretString=secrets.token_urlsafe(48))
 
 
 def create_tables(dynamodb: Any, template: Template) -> None:

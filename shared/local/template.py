@@ -135,6 +135,9 @@ class Template:
     def tables(self) -> dict[str, dict[str, Any]]:
         return {name: res["Properties"] for name, res in self._of_type("AWS::DynamoDB::Table").items()}
 
+    def secrets(self) -> dict[str, dict[str, Any]]:
+        return {name: res["Properties"] for name, res in self._of_type("AWS::SecretsManager::Secret").items()}
+
     def functions(self) -> list[FunctionSpec]:
         function_globals = self.doc.get("Globals", {}).get("Function", {})
         layers = {

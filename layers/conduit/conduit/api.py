@@ -22,12 +22,16 @@ from aws_lambda_powertools.event_handler import (
     content_types,
 )
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, ResponseBuilder, Route
+from aws_lambda_powertools.event_handler.depends import DependencyResolutionError
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 
+from conduit.auth import gate
 from conduit.errors import ConduitError
 from conduit.observability import logger, metrics, tracer
+from conduit.settings import get_settings
+from conduit.tiers import get_tiers
 
 MAX_BODY_BYTES = 256 * 1024  # API.md §1
 
@@ -51,33 +55,45 @@ def _body_size(event: dict[str, Any]) -> int:
     return len(body.encode("utf-8", errors="surrogatepass"))
 
 
-class _ConduitResolverMixin:
-    """Refuses oversized bodies before routing, so validation never parses them."""
+def _source_ip(event: dict[str, Any]) -> str:
+    context = event.get("requestContext") or {}
+    return (context.get("identity") or {}).get("sourceIp") or (context.get("http") or {}).get("sourceIp") or ""
 
-    def _resolve(self) -> ResponseBuilder:
-        resolver: ApiGatewayResolver = self  # type: ignore[assignment]
-        if _body_size(resolver.current_event.raw_event) <= MAX_BODY_BYTES:
-            return super()._resolve()  # type: ignore[misc]
 
-        def body_too_large():  # noqa: ANN202 - Powertools cannot build a schema from `-> Response`
-            raise ConduitError(
-                "VALIDATION_ERROR",
-                f"Request body is larger than {MAX_BODY_BYTES} bytes",
-                details=[{"field": "body", "message": f"must be at most {MAX_BODY_BYTES} bytes"}],
-            )
-
-        method = resolver.current_event.http_method.upper()
-        path = resolver.current_event.path
-        route = Route(
-            rule=resolver._compile_regex(r".*"),
-            method=method,
-            path=path,
-            func=body_too_large,
-            cors=resolver._cors_enabled,
-            compress=False,
+def _refuse_oversized_body(event: dict[str, Any]) -> None:
+    if _body_size(event) > MAX_BODY_BYTES:
+        raise ConduitError(
+            "VALIDATION_ERROR",
+            f"Request body is larger than {MAX_BODY_BYTES} bytes",
+            details=[{"field": "body", "message": f"must be at most {MAX_BODY_BYTES} bytes"}],
         )
-        resolver.append_context(_route=route, _path=path)
-        return resolver._call_route(route, {})
+
+
+class _ConduitResolverMixin:
+    """Runs the checks that come before validation once a route has matched:
+    the body cap, then the auth gate (so an anonymous caller gets 401, not a
+    description of what its body got wrong). Rate-limit headers are added to
+    whatever the route answers."""
+
+    def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder:
+        resolver: ApiGatewayResolver = self  # type: ignore[assignment]
+        event = resolver.current_event.raw_event
+        is_registered = any(route is known for known in (*resolver._static_routes, *resolver._dynamic_routes))
+        try:
+            _refuse_oversized_body(event)
+            if is_registered:
+                result = gate(route.func, route.path, dict(resolver.current_event.headers or {}), _source_ip(event))
+                resolver.append_context(caller=result.caller, rate_window=result.rate_window)
+        except Exception as error:  # noqa: BLE001 - handed to the registered exception handlers
+            handled = resolver._call_exception_handler(error, route)
+            if handled is None:
+                raise
+            return handled
+        builder = super()._call_route(route, route_arguments)  # type: ignore[misc]
+        window = resolver.context.get("rate_window")
+        if window is not None:
+            builder.response.headers.update(window.headers())
+        return builder
 
 
 class ConduitRestResolver(_ConduitResolverMixin, APIGatewayRestResolver):
@@ -111,6 +127,13 @@ def _register_error_handlers(app: ApiGatewayResolver) -> None:
     def handle_conduit_error(error: ConduitError) -> Response:
         return error_response(error)
 
+    @app.exception_handler(DependencyResolutionError)
+    def handle_dependency_error(error: DependencyResolutionError) -> Response:
+        # Powertools wraps whatever a Depends() callable raises; ours are ConduitErrors.
+        if isinstance(error.__cause__, ConduitError):
+            return error_response(error.__cause__)
+        return handle_unexpected(error)
+
     @app.exception_handler(RequestValidationError)
     def handle_validation_error(error: RequestValidationError) -> Response:
         details = validation_details(list(error.errors()))
@@ -140,6 +163,10 @@ def _register_error_handlers(app: ApiGatewayResolver) -> None:
 
 def make_resolver(kind: Literal["rest", "function_url"] = "rest") -> ApiGatewayResolver:
     """The resolver for one function: validation on, every error handler registered."""
+    # Read settings and the tiers file now: a bad value fails the cold start
+    # (Lambda reports an init error naming it), not some request later.
+    get_settings()
+    get_tiers()
     resolver_class = ConduitRestResolver if kind == "rest" else ConduitFunctionUrlResolver
     app = resolver_class(enable_validation=True)
     _register_error_handlers(app)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -117,3 +119,39 @@ class Repository:
             return Page(items=items)
         key_attributes = ("PK", "SK", "GSI1PK", "GSI1SK") if index else ("PK", "SK")
         return Page(items=items[:limit], next_cursor=encode_cursor(items[limit - 1], key_attributes))
+
+
+# --- transactions ------------------------------------------------------------
+
+# A transaction cancelled only by TransactionConflict (another transaction was
+# touching one of its items) wrote nothing, so running it again is safe.
+CONFLICT_ATTEMPTS = 5
+
+
+class ConditionsFailed(Exception):
+    """A transaction was cancelled because the conditions of these items (indexes) failed."""
+
+    def __init__(self, indexes: frozenset[int]) -> None:
+        super().__init__(f"transaction conditions failed at items {sorted(indexes)}")
+        self.indexes = indexes
+
+
+def write_transaction(client: Any, items: list[dict[str, Any]]) -> None:
+    """Run one TransactWriteItems; a failed condition → ConditionsFailed naming the items.
+
+    Callers tell their failures apart by index (the resource vs. its counter,
+    the balance vs. the idempotency marker), which is why this returns the
+    positions from CancellationReasons rather than a bare "it failed".
+    """
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            client.transact_write_items(TransactItems=items)
+            return
+        except client.exceptions.TransactionCanceledException as error:
+            codes = [reason.get("Code", "None") for reason in error.response.get("CancellationReasons", [])]
+            failed = frozenset(index for index, code in enumerate(codes) if code == "ConditionalCheckFailed")
+            if failed:
+                raise ConditionsFailed(failed) from None
+            if "TransactionConflict" not in codes or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # jitter, so the rivals do not collide again

@@ -1,0 +1,79 @@
+"""/admin: users, token revocation, account tier and credits (API.md §3). Admins only (the gate checks)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from conduit import admin
+from conduit.api import handler_for, make_resolver
+from conduit.auth import Caller, current_caller
+from conduit.ids import new_id
+
+app = make_resolver()
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserChange(Strict):
+    isAdmin: bool | None = None
+    disabled: bool | None = None
+
+
+class AccountChange(Strict):
+    tier: str | None = Field(None, min_length=1, max_length=32)
+    subscriptionStatus: Literal["active", "past_due", "canceled", "none"] | None = None
+
+
+class CreditChange(Strict):
+    credits: StrictInt = Field(ge=-10_000_000, le=10_000_000)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+@app.get("/admin/users", tags=["Admin"], summary="List users")
+def list_users(
+    caller: CurrentCaller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict:
+    page = admin.list_users(limit, cursor)
+    return {"items": page.items, "nextCursor": page.next_cursor}
+
+
+@app.patch("/admin/users/<userId>", tags=["Admin"], summary="Promote or disable a user")
+def update_user(userId: str, change: UserChange, caller: CurrentCaller) -> dict:  # noqa: N803 - path name
+    return admin.update_user(userId, is_admin=change.isAdmin, disabled=change.disabled)
+
+
+@app.post("/admin/users/<userId>/revoke-tokens", tags=["Admin"], summary="Revoke every token of a user")
+def revoke_tokens(userId: str, caller: CurrentCaller):  # noqa: N803
+    admin.revoke_tokens(userId)
+    return Response(status_code=204)
+
+
+@app.patch("/admin/accounts/<accountId>", tags=["Admin"], summary="Set an account's tier or subscription status")
+def update_account(accountId: str, change: AccountChange, caller: CurrentCaller) -> dict:  # noqa: N803
+    return admin.update_account(accountId, tier=change.tier, subscription_status=change.subscriptionStatus)
+
+
+@app.post("/admin/accounts/<accountId>/credits", tags=["Admin"], summary="Grant (or remove) credits")
+def adjust_credits(
+    accountId: str,  # noqa: N803
+    change: CreditChange,
+    caller: CurrentCaller,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+) -> dict:
+    # Without an Idempotency-Key every call is a new grant; with one, retries apply once.
+    key = f"admin:{accountId}:{idempotency_key}" if idempotency_key else new_id("adjust")
+    balance = admin.adjust_credits(accountId, change.credits, change.reason, key)
+    return {"credits": balance}
+
+
+lambda_handler = handler_for(app)

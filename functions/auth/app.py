@@ -1,0 +1,93 @@
+"""/auth: register, login, refresh, logout, logout-all, me, accept-terms (API.md §2)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Depends
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from conduit import identity
+from conduit.api import handler_for, make_resolver
+from conduit.auth import Caller, current_caller, public
+
+app = make_resolver()
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(Strict):
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=8, max_length=256)
+    name: str | None = Field(None, min_length=1, max_length=100)
+
+
+class LoginRequest(Strict):
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshRequest(Strict):
+    refreshToken: str = Field(min_length=1, max_length=512)
+
+
+class AcceptTermsRequest(Strict):
+    version: str | None = Field(None, min_length=1, max_length=64)
+
+
+def session_body(session: identity.Session) -> dict[str, Any]:
+    return {
+        "user": identity.user_view(session.user),
+        "accessToken": session.access_token,
+        "refreshToken": session.refresh_token,
+        "expiresIn": session.expires_in,
+    }
+
+
+@app.post("/auth/register", tags=["Auth"], summary="Create an account")
+@public(limit_by_ip=True)
+def register(request: RegisterRequest):
+    session = identity.register(request.email, request.password, request.name)
+    return Response(status_code=201, content_type="application/json", body=session_body(session))
+
+
+@app.post("/auth/login", tags=["Auth"], summary="Sign in")
+@public(limit_by_ip=True)
+def login(request: LoginRequest) -> dict:
+    return session_body(identity.login(request.email, request.password))
+
+
+@app.post("/auth/refresh", tags=["Auth"], summary="Exchange a refresh token for a new token pair")
+@public(limit_by_ip=True)
+def refresh(request: RefreshRequest) -> dict:
+    return session_body(identity.refresh(request.refreshToken))
+
+
+@app.post("/auth/logout", tags=["Auth"], summary="Revoke this login's tokens")
+def logout(caller: CurrentCaller):
+    identity.logout(caller.user_id, caller.session_id)
+    return Response(status_code=204)
+
+
+@app.post("/auth/logout-all", tags=["Auth"], summary="Revoke every login of the user")
+def logout_all(caller: CurrentCaller):
+    identity.logout_all(caller.user_id)
+    return Response(status_code=204)
+
+
+@app.get("/auth/me", tags=["Auth"], summary="The caller and their account")
+def me(caller: CurrentCaller) -> dict:
+    return {**identity.user_view(caller.user), "account": identity.account_view(caller.account)}
+
+
+@app.post("/auth/accept-terms", tags=["Auth"], summary="Accept the current terms of service")
+def accept_terms(caller: CurrentCaller, request: AcceptTermsRequest | None = None) -> dict:
+    user = identity.accept_terms(caller.user_id, request.version if request else None)
+    return identity.user_view(user)
+
+
+lambda_handler = handler_for(app)

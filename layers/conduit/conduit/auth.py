@@ -1,0 +1,112 @@
+"""Who is calling: the gate every route passes before validation, and the caller it injects.
+
+Every route of every function is authenticated unless marked `@public`. The
+gate (run by the resolver once the route is matched, see conduit.api) costs two
+DynamoDB requests: one BatchGetItem for user + login session + account, one
+conditional write for the rate limit. Routes receive the result with
+
+    def handler(caller: Annotated[Caller, Depends(current_caller)]): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.event_handler.request import Request
+
+from conduit.errors import ConduitError
+from conduit.rate_limit import RateLimiter, RateWindow
+from conduit.repositories.accounts import Account
+from conduit.repositories.users import User, UsersRepository
+from conduit.settings import get_settings
+from conduit.tiers import get_tiers
+from conduit.tokens import verify_access_token
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+_PUBLIC = "__conduit_public__"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: User
+    session_id: str
+    account: Account  # the personal account
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+
+def public(*, limit_by_ip: bool = False) -> Callable[[Handler], Handler]:
+    """Mark a route as needing no token; `limit_by_ip` applies the per-IP limit for unauthenticated calls."""
+
+    def mark(handler: Handler) -> Handler:
+        setattr(handler, _PUBLIC, {"limit_by_ip": limit_by_ip})
+        return handler
+
+    return mark
+
+
+def current_caller(request: Request) -> Caller:
+    """Dependency: the caller the gate authenticated for this request."""
+    return request.context["caller"]
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    caller: Caller | None
+    rate_window: RateWindow | None
+
+
+def _bearer_token(headers: dict[str, str]) -> str:
+    authorization = next((value for name, value in headers.items() if name.lower() == "authorization"), None)
+    if not authorization:
+        raise ConduitError("UNAUTHORIZED")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ConduitError("INVALID_TOKEN")
+    return token.strip()
+
+
+def authenticate(headers: dict[str, str]) -> Caller:
+    """The caller behind the bearer token, or the 401 that says why not."""
+    claims = verify_access_token(_bearer_token(headers))
+    user_id, session_id = str(claims["sub"]), str(claims["sid"])
+    user, session, account = UsersRepository().load_request_state(user_id, session_id, account_id=user_id)
+    revoked = (
+        user is None
+        or session is None
+        or account is None
+        or user.disabled
+        or session.revoked
+        or session.token_version != user.token_version
+    )
+    if revoked:
+        raise ConduitError("TOKEN_REVOKED")
+    return Caller(user=user, session_id=session_id, account=Account.from_item(account))
+
+
+def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], source_ip: str) -> GateResult:
+    """Authenticate, rate limit, then apply the terms and admin gates (API.md §2, §9)."""
+    marker = getattr(handler, _PUBLIC, None)
+    tiers = get_tiers()
+    if marker is not None:
+        window = None
+        if marker["limit_by_ip"]:
+            window = RateLimiter().hit("ip", source_ip, tiers.unauthenticated_requests_per_minute)
+        return GateResult(caller=None, rate_window=window)
+
+    caller = authenticate(headers)
+    account = caller.account
+    window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
+    try:
+        if not route_path.startswith("/auth/") and caller.user.terms_version != get_settings().terms_version:
+            raise ConduitError("TERMS_NOT_ACCEPTED")
+        if route_path.startswith("/admin/") and not caller.user.is_admin:
+            raise ConduitError("ADMIN_REQUIRED")
+    except ConduitError as error:
+        error.headers.update(window.headers())
+        raise
+    return GateResult(caller=caller, rate_window=window)

@@ -1,0 +1,147 @@
+"""Registration, login, token refresh and revocation, terms (API.md §2)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from conduit.errors import ConduitError, validation_error
+from conduit.ids import iso, new_id, utc_now
+from conduit.passwords import DUMMY_HASH, hash_password, verify_password
+from conduit.repositories.accounts import Account, AccountsRepository
+from conduit.repositories.users import User, UsersRepository
+from conduit.settings import get_settings
+from conduit.tiers import get_tiers
+from conduit.tokens import issue_access_token, new_refresh_token, refresh_token_digest
+
+LOGIN_FAILED = "Invalid email or password"  # one message for unknown email and wrong password
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What register, login and refresh answer."""
+
+    user: User
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def user_view(user: User) -> dict[str, Any]:
+    current_terms = get_settings().terms_version
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "isAdmin": user.is_admin,
+        "termsAccepted": user.terms_version == current_terms,
+        "termsVersion": user.terms_version,
+        "createdAt": user.created_at,
+    }
+
+
+def account_view(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.account_id,
+        "tier": account.tier,
+        "credits": account.credits,
+        "subscriptionStatus": account.subscription_status,
+    }
+
+
+def _open_session(user: User, session_id: str | None = None) -> Session:
+    """Start a login session (or continue one on refresh) with a fresh token pair."""
+    now = utc_now()
+    refresh_token = new_refresh_token()
+    expires = int((now + timedelta(seconds=get_settings().refresh_token_ttl_seconds)).timestamp())
+    users = UsersRepository()
+    if session_id is None:
+        session_id = secrets.token_hex(12)
+        users.start_login(user, session_id, refresh_token_digest(refresh_token), iso(now), expires)
+    access_token, expires_in = issue_access_token(user.id, session_id, now)
+    return Session(user=user, access_token=access_token, refresh_token=refresh_token, expires_in=expires_in)
+
+
+def register(email: str, password: str, name: str | None) -> Session:
+    email = normalize_email(email)
+    moment = utc_now()
+    now = iso(moment)
+    user_id = new_id("usr")
+    user_values = {
+        "userId": user_id,
+        "email": email,
+        "name": name,
+        "passwordHash": hash_password(password),
+        "isAdmin": email in get_settings().admin_email_set,
+        "disabled": False,
+        "tokenVersion": 0,
+        "createdAt": now,
+    }
+    account_items = AccountsRepository().new_account_items(
+        user_id, kind="personal", owner_id=user_id, signup_credits=get_tiers().signup_credits, now=moment
+    )
+    users = UsersRepository()
+    users.create(user_values, account_items)
+    return _open_session(User.from_item(user_values))
+
+
+def login(email: str, password: str) -> Session:
+    user = UsersRepository().find_by_email(normalize_email(email))
+    # Always run the KDF, so an unknown email takes as long as a wrong password.
+    password_matches = verify_password(password, user.password_hash if user else DUMMY_HASH)
+    if user is None or not password_matches or user.disabled:
+        raise ConduitError("UNAUTHORIZED", LOGIN_FAILED)
+    return _open_session(user)
+
+
+def refresh(refresh_token: str) -> Session:
+    """Rotate: the presented token is spent and a new pair issued. Presenting a spent token
+    again means it leaked (or the client is confused): the whole login session is revoked."""
+    users = UsersRepository()
+    digest = refresh_token_digest(refresh_token)
+    record = users.get_refresh(digest)
+    if record is None or record["expiresAt"] < utc_now().timestamp():
+        raise ConduitError("INVALID_TOKEN", "Unknown or expired refresh token")
+    user_id, session_id = record["userId"], record["sid"]
+    user = users.get_user(user_id)
+    login_session = users.get_login(user_id, session_id)
+    if record["spent"]:
+        users.revoke_login(user_id, session_id)
+        raise ConduitError("TOKEN_REVOKED", "Refresh token reuse detected; this login was revoked")
+    if (
+        user is None
+        or user.disabled
+        or login_session is None
+        or login_session.revoked
+        or login_session.token_version != user.token_version
+    ):
+        raise ConduitError("TOKEN_REVOKED")
+    session = _open_session(user, session_id=session_id)
+    expires = int((utc_now() + timedelta(seconds=get_settings().refresh_token_ttl_seconds)).timestamp())
+    if not users.rotate_refresh(user_id, session_id, digest, refresh_token_digest(session.refresh_token), expires):
+        # Lost a race with another use of the same token: that is reuse too.
+        users.revoke_login(user_id, session_id)
+        raise ConduitError("TOKEN_REVOKED", "Refresh token reuse detected; this login was revoked")
+    return session
+
+
+def logout(user_id: str, session_id: str) -> None:
+    UsersRepository().revoke_login(user_id, session_id)
+
+
+def logout_all(user_id: str) -> None:
+    """Every login of the user, on every device, stops working on its next request."""
+    UsersRepository().update_user(user_id, increment_token_version=True)
+
+
+def accept_terms(user_id: str, version: str | None) -> User:
+    current = get_settings().terms_version
+    if version is not None and version != current:
+        raise validation_error("version", f"must be the current terms version {current!r}")
+    return UsersRepository().update_user(user_id, termsVersion=current, termsAcceptedAt=iso(utc_now()))

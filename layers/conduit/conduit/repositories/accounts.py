@@ -1,0 +1,168 @@
+"""Accounts: the `ACCOUNT#<accountId>` partition's account item, and its keys.
+
+Every user has a personal account and every workspace is an account (API.md
+§4); tier, credit balance and subscription live on the account item. The
+ledger, holds, idempotency markers and limit counters share the partition
+(see TABLE.md), so the key builders live here and `credits`/`limits` use them.
+
+Everything that must change two items together (balance + ledger, resource +
+counter) goes through `repositories.base.write_transaction`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from conduit.errors import ConduitError, validation_error
+from conduit.ids import iso, new_id
+from conduit.repositories.base import Repository, from_item, to_item
+from conduit.tiers import TIER_NAMES
+
+AccountKind = Literal["personal", "workspace"]
+SubscriptionStatus = Literal["none", "active", "past_due", "canceled"]
+SUBSCRIPTION_STATUSES: tuple[str, ...] = get_args(SubscriptionStatus)
+
+ACCOUNT_SK = "ACCOUNT"
+LEDGER_PREFIX = "LEDGER#"
+
+
+def account_pk(account_id: str) -> str:
+    return f"ACCOUNT#{account_id}"
+
+
+def account_key(account_id: str) -> dict[str, Any]:
+    return to_item({"PK": account_pk(account_id), "SK": ACCOUNT_SK})
+
+
+def ledger_entry_item(
+    account_id: str, *, entry_id: str, delta: int, balance: int, reason: str, key: str, created_at: str
+) -> dict[str, Any]:
+    """A ledger entry (plain values): one change of the balance and the balance it left."""
+    return {
+        "PK": account_pk(account_id),
+        "SK": f"{LEDGER_PREFIX}{created_at}#{entry_id}",
+        "id": entry_id,
+        "delta": delta,
+        "balance": balance,
+        "reason": reason,
+        "createdAt": created_at,
+        "key": key,
+    }
+
+
+# --- the account item --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account_id: str
+    kind: AccountKind
+    owner_id: str
+    tier: str
+    credits: int
+    subscription_status: SubscriptionStatus
+    created_at: str
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Account:
+        """From a plain (already deserialized) account item."""
+        return cls(
+            account_id=item["accountId"],
+            kind=item["kind"],
+            owner_id=item["ownerId"],
+            tier=item["tier"],
+            credits=int(item["credits"]),
+            subscription_status=item["subscriptionStatus"],
+            created_at=item["createdAt"],
+        )
+
+
+class AccountsRepository(Repository):
+    def new_account_items(
+        self,
+        account_id: str,
+        *,
+        kind: AccountKind,
+        owner_id: str,
+        tier: str = "free",
+        signup_credits: int,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """TransactWriteItems entries creating an account (and its signup grant).
+
+        Returned rather than written, so registration can create the user and
+        the account in one transaction. The grant is a ledger entry like any
+        other change, so "balance = sum of ledger deltas" holds from the start.
+        """
+        _require_tier(tier)
+        if signup_credits < 0:
+            raise ValueError("signup_credits must not be negative")
+        created_at = iso(now)
+        account = {
+            "PK": account_pk(account_id),
+            "SK": ACCOUNT_SK,
+            "accountId": account_id,
+            "kind": kind,
+            "ownerId": owner_id,
+            "tier": tier,
+            "credits": signup_credits,
+            "subscriptionStatus": "none",
+            "createdAt": created_at,
+            # The time of the latest balance change. Every change is conditioned
+            # on it (see credits.py), which keeps ledger order = commit order.
+            "balanceChangedAt": created_at,
+        }
+        items = [self._put(account, condition="attribute_not_exists(PK)")]
+        if signup_credits > 0:
+            entry = ledger_entry_item(
+                account_id,
+                entry_id=new_id("led"),
+                delta=signup_credits,
+                balance=signup_credits,
+                reason="signup",
+                key="signup",
+                created_at=created_at,
+            )
+            items.append(self._put(entry, condition="attribute_not_exists(PK)"))
+        return items
+
+    def get(self, account_id: str) -> Account | None:  # type: ignore[override]
+        item = super().get(account_pk(account_id), ACCOUNT_SK)
+        return Account.from_item(item) if item else None
+
+    def set_tier(self, account_id: str, tier: str) -> Account:
+        _require_tier(tier)
+        return self._update(account_id, {"tier": tier})
+
+    def set_subscription_status(self, account_id: str, status: str, *, now: datetime | None = None) -> Account:
+        if status not in SUBSCRIPTION_STATUSES:
+            raise validation_error("subscriptionStatus", f"must be one of {', '.join(SUBSCRIPTION_STATUSES)}")
+        # When it changed: past_due keeps the tier only for pastDueGraceDays from here.
+        changed_at = iso(now or datetime.now(UTC))
+        return self._update(account_id, {"subscriptionStatus": status, "subscriptionChangedAt": changed_at})
+
+    def _update(self, account_id: str, values: dict[str, Any]) -> Account:
+        names = {f"#{name}": name for name in values}
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=account_key(account_id),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item({f":{name}": value for name, value in values.items()}),
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise ConduitError("NOT_FOUND", "No account found with the provided ID") from None
+        return Account.from_item(from_item(response["Attributes"]))
+
+    def _put(self, values: dict[str, Any], *, condition: str) -> dict[str, Any]:
+        return {"Put": {"TableName": self.table_name, "Item": to_item(values), "ConditionExpression": condition}}
+
+
+def _require_tier(tier: str) -> None:
+    if tier not in TIER_NAMES:
+        raise validation_error("tier", f"must be one of {', '.join(TIER_NAMES)}")

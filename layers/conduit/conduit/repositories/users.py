@@ -1,0 +1,222 @@
+"""Users, email claims, login sessions and refresh tokens (TABLE.md rows: user, email claim,
+login session, refresh token)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conduit.errors import ConduitError
+from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    name: str | None
+    password_hash: str
+    is_admin: bool
+    disabled: bool
+    token_version: int
+    terms_version: str | None
+    created_at: str
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> User:
+        return cls(
+            id=item["userId"],
+            email=item["email"],
+            name=item.get("name"),
+            password_hash=item["passwordHash"],
+            is_admin=bool(item.get("isAdmin", False)),
+            disabled=bool(item.get("disabled", False)),
+            token_version=int(item.get("tokenVersion", 0)),
+            terms_version=item.get("termsVersion"),
+            created_at=item["createdAt"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSession:
+    id: str
+    token_version: int
+    revoked: bool
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> LoginSession:
+        return cls(id=item["sid"], token_version=int(item["tokenVersion"]), revoked=bool(item.get("revoked", False)))
+
+
+def _user_key(user_id: str) -> dict[str, Any]:
+    return to_item({"PK": f"USER#{user_id}", "SK": "PROFILE"})
+
+
+def _login_key(user_id: str, session_id: str) -> dict[str, Any]:
+    return to_item({"PK": f"USER#{user_id}", "SK": f"LOGIN#{session_id}"})
+
+
+def _refresh_key(digest: str) -> dict[str, Any]:
+    return to_item({"PK": f"REFRESH#{digest}", "SK": "REFRESH"})
+
+
+class UsersRepository(Repository):
+    # --- register ------------------------------------------------------------
+    def create(self, user: dict[str, Any], extra_items: list[dict[str, Any]]) -> None:
+        """Claim the email, put the user and the extra items (their account) in one transaction."""
+        email_claim = {"PK": f"EMAIL#{user['email']}", "SK": "EMAIL", "userId": user["userId"]}
+        user_item = {
+            "PK": f"USER#{user['userId']}",
+            "SK": "PROFILE",
+            "GSI1PK": "USERS",
+            "GSI1SK": f"{user['createdAt']}#{user['userId']}",
+            **user,
+        }
+        condition = {"ConditionExpression": "attribute_not_exists(PK)"}
+        items = [
+            {"Put": {"TableName": self.table_name, "Item": to_item(email_claim), **condition}},
+            {"Put": {"TableName": self.table_name, "Item": to_item(user_item), **condition}},
+            *extra_items,
+        ]
+        try:
+            write_transaction(self.client, items)
+        except ConditionsFailed as failed:
+            if 0 in failed.indexes:  # the email claim
+                raise ConduitError("EMAIL_IN_USE") from None
+            raise
+
+    # --- look-ups ------------------------------------------------------------
+    def get_user(self, user_id: str) -> User | None:
+        item = self.get(f"USER#{user_id}", "PROFILE")
+        return User.from_item(item) if item else None
+
+    def find_by_email(self, email: str) -> User | None:
+        claim = self.get(f"EMAIL#{email}", "EMAIL")
+        return self.get_user(claim["userId"]) if claim else None
+
+    def load_request_state(
+        self, user_id: str, session_id: str, account_id: str
+    ) -> tuple[User | None, LoginSession | None, dict[str, Any] | None]:
+        """User, login session and account in one consistent BatchGetItem: the per-request auth read."""
+        keys = [_user_key(user_id), _login_key(user_id, session_id), to_item({"PK": f"ACCOUNT#{account_id}", "SK": "ACCOUNT"})]
+        response = self.client.batch_get_item(
+            RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        )
+        found = {(item["PK"]["S"], item["SK"]["S"]): from_item(item) for item in response["Responses"][self.table_name]}
+        # Three small items never exceed BatchGetItem's limits; retry the rare throttled key anyway.
+        unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+        for key in unprocessed:
+            item = self.get(key["PK"]["S"], key["SK"]["S"])
+            if item:
+                found[(item["PK"], item["SK"])] = item
+        user = found.get((f"USER#{user_id}", "PROFILE"))
+        session = found.get((f"USER#{user_id}", f"LOGIN#{session_id}"))
+        return (
+            User.from_item(user) if user else None,
+            LoginSession.from_item(session) if session else None,
+            found.get((f"ACCOUNT#{account_id}", "ACCOUNT")),
+        )
+
+    def list_users(self, limit: int, cursor: str | None) -> Page:
+        page = self.query_page("USERS", index="GSI1", limit=limit, cursor=cursor)
+        return Page(items=[User.from_item(item) for item in page.items], next_cursor=page.next_cursor)
+
+    # --- login sessions and refresh tokens ------------------------------------------
+    def start_login(
+        self, user: User, session_id: str, refresh_digest: str, created_at: str, expires_epoch: int
+    ) -> None:
+        session = {
+            "PK": f"USER#{user.id}",
+            "SK": f"LOGIN#{session_id}",
+            "sid": session_id,
+            "tokenVersion": user.token_version,
+            "revoked": False,
+            "createdAt": created_at,
+            "expiresAt": expires_epoch,
+        }
+        write_transaction(
+            self.client,
+            [
+                {"Put": {"TableName": self.table_name, "Item": to_item(session)}},
+                {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user.id, session_id, refresh_digest, expires_epoch)}},
+            ],
+        )
+
+    def _refresh_item(self, user_id: str, session_id: str, digest: str, expires_epoch: int) -> dict[str, Any]:
+        return to_item(
+            {
+                "PK": f"REFRESH#{digest}",
+                "SK": "REFRESH",
+                "userId": user_id,
+                "sid": session_id,
+                "spent": False,
+                "expiresAt": expires_epoch,
+            }
+        )
+
+    def get_refresh(self, digest: str) -> dict[str, Any] | None:
+        return self.get(f"REFRESH#{digest}", "REFRESH")
+
+    def rotate_refresh(
+        self, user_id: str, session_id: str, old_digest: str, new_digest: str, expires_epoch: int
+    ) -> bool:
+        """Spend the old refresh token and store the new one, atomically. False: the old one was already spent."""
+        try:
+            write_transaction(
+                self.client,
+                [
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _refresh_key(old_digest),
+                            "UpdateExpression": "SET spent = :true",
+                            "ConditionExpression": "spent = :false",
+                            "ExpressionAttributeValues": {":true": {"BOOL": True}, ":false": {"BOOL": False}},
+                        }
+                    },
+                    {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user_id, session_id, new_digest, expires_epoch)}},
+                ],
+            )
+        except ConditionsFailed:  # only the old token's `spent = false` can fail
+            return False
+        return True
+
+    def revoke_login(self, user_id: str, session_id: str) -> None:
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=_login_key(user_id, session_id),
+            UpdateExpression="SET revoked = :true",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
+
+    def get_login(self, user_id: str, session_id: str) -> LoginSession | None:
+        item = self.get(f"USER#{user_id}", f"LOGIN#{session_id}")
+        return LoginSession.from_item(item) if item else None
+
+    # --- changes to the user ------------------------------------------------------
+    def update_user(self, user_id: str, *, increment_token_version: bool = False, **values: Any) -> User:
+        """Set attributes (and/or bump tokenVersion, which revokes every login) of an existing user."""
+        names, expression_values, assignments = {}, {}, []
+        for index, (name, value) in enumerate(values.items()):
+            names[f"#a{index}"] = name
+            expression_values[f":v{index}"] = value
+            assignments.append(f"#a{index} = :v{index}")
+        update = f"SET {', '.join(assignments)}" if assignments else ""
+        if increment_token_version:
+            names["#tv"] = "tokenVersion"
+            expression_values[":one"] = 1
+            update += " ADD #tv :one"
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_user_key(user_id),
+                UpdateExpression=update.strip(),
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(expression_values),
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise ConduitError("NOT_FOUND", "No user with this id") from None
+        return User.from_item(from_item(response["Attributes"]))

@@ -1,0 +1,84 @@
+"""The gate every function's routes pass: terms and admin gates, dependency injection, DynamoDB cost."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import pytest
+from aws_lambda_powertools.event_handler import Depends
+
+from conduit import identity
+from conduit.api import handler_for, make_resolver
+from conduit.auth import Caller, current_caller
+from conduit.repositories.base import dynamodb_client
+from conduit.settings import get_settings
+from shared.local.gateway import rest_event
+from shared.local.template import Route
+
+
+def build_app():
+    app = make_resolver()
+
+    @app.get("/things")
+    def things(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
+        return {"user": caller.user_id}
+
+    @app.get("/admin/things")
+    def admin_things(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
+        return {"admin": caller.user_id}
+
+    @app.get("/auth/things")
+    def auth_things(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
+        return {"user": caller.user_id}
+
+    return handler_for(app)
+
+
+@pytest.fixture
+def handler(aws):
+    return build_app()
+
+
+def call(handler, path, token=None, context=None):
+    headers = [("Authorization", f"Bearer {token}")] if token else []
+    result = handler(rest_event(Route("GET", "/{proxy+}"), "GET", path, headers=headers), context)
+    return result["statusCode"], json.loads(result["body"])
+
+
+def test_terms_gate_outside_auth_routes(handler, lambda_context):
+    session = identity.register("terms@example.com", "long password", None)
+    status, body = call(handler, "/things", session.access_token, lambda_context)
+    assert (status, body["code"]) == (403, "TERMS_NOT_ACCEPTED")
+    assert call(handler, "/auth/things", session.access_token, lambda_context)[0] == 200
+    identity.accept_terms(session.user.id, None)
+    assert call(handler, "/things", session.access_token, lambda_context) == (200, {"user": session.user.id})
+
+
+def test_raising_terms_version_makes_everyone_accept_again(handler, lambda_context, monkeypatch):
+    session = identity.register("again@example.com", "long password", None)
+    identity.accept_terms(session.user.id, None)
+    assert call(handler, "/things", session.access_token, lambda_context)[0] == 200
+    monkeypatch.setenv("TERMS_VERSION", "2027-01-01")
+    get_settings.cache_clear()
+    assert call(handler, "/things", session.access_token, lambda_context)[1]["code"] == "TERMS_NOT_ACCEPTED"
+
+
+def test_admin_gate(handler, lambda_context, monkeypatch):
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com, other@example.com")
+    get_settings.cache_clear()
+    member = identity.register("member@example.com", "long password", None)
+    boss = identity.register("Boss@Example.com", "long password", None)
+    for session in (member, boss):
+        identity.accept_terms(session.user.id, None)
+    assert call(handler, "/admin/things", member.access_token, lambda_context)[1]["code"] == "ADMIN_REQUIRED"
+    assert call(handler, "/admin/things", boss.access_token, lambda_context) == (200, {"admin": boss.user.id})
+
+
+def test_an_authenticated_call_costs_two_dynamodb_requests(handler, lambda_context):
+    session = identity.register("cost@example.com", "long password", None)
+    identity.accept_terms(session.user.id, None)
+    calls = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    assert call(handler, "/things", session.access_token, lambda_context)[0] == 200
+    assert calls == ["BatchGetItem", "UpdateItem"]  # user + login + account, then the rate counter
