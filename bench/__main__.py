@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from pathlib import Path
 
-from bench import cold_import
+from bench import cold_import, dynamodb_requests
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     results = {"machine": {"python": platform.python_version(), "cpu": platform.machine()}}
     results["cold_import"] = cold_import.measure()
     print("Cold import of each handler module (median of 7 fresh processes)")
     print(f"{'function':<34}{'median ms':>10}{'x baseline':>12}")
     for row in results["cold_import"]:
         print(f"{row['function']:<34}{row['median_ms']:>10}{row['ratio_to_baseline']:>12}")
+    results["dynamodb_requests"] = dynamodb_requests.measure()
+    print("\nDynamoDB requests per API call (authenticated unless login/refresh)")
+    print(f"{'route':<26}{'requests':>9}  operations")
+    for row in results["dynamodb_requests"]:
+        print(f"{row['route']:<26}{row['requests']:>9}  {', '.join(row['operations'])}")
     output = Path(__file__).parent / "results" / "latest.json"
     output.parent.mkdir(exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -63,20 +61,6 @@ def aws(template: Template) -> Iterator[None]:
         yield
     dynamodb_client.cache_clear()
     get_settings.cache_clear()
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py as Lambda would, under a unique module name."""
-    path = ROOT / "functions" / name / "app.py"
-    module_name = f"conduit_function_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class FakeLambdaContext:

@@ -10,7 +10,7 @@ in module globals, which is right for Lambda and wrong for shared threads.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import multiprocessing
 import os
 import sys
@@ -19,6 +19,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -57,12 +58,28 @@ class LocalLambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def load_handler(spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
+    """Import a function's handler from its CodeUri with its layers on sys.path, as Lambda does.
+    The module gets a name of its own, so several functions can share one process (benchmarks)."""
+    for layer in spec.layer_dirs:
+        if str(layer) not in sys.path:
+            sys.path.insert(0, str(layer))
+    module_name, handler_name = spec.handler.rsplit(".", 1)
+    unique_name = f"conduit_function_{spec.logical_id}"
+    module = sys.modules.get(unique_name)
+    if module is None:
+        module_spec = importlib.util.spec_from_file_location(unique_name, spec.code_dir / f"{module_name}.py")
+        assert module_spec and module_spec.loader
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[unique_name] = module
+        module_spec.loader.exec_module(module)
+    return getattr(module, handler_name)
+
+
 def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
     os.environ.update(environment)
-    sys.path[:0] = [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)]
-    module_name, handler_name = spec.handler.rsplit(".", 1)
     try:
-        handler = getattr(importlib.import_module(module_name), handler_name)
+        handler = load_handler(spec)
     except BaseException:  # an init error, reported like Lambda's Runtime.ImportModuleError
         connection.send(("init_error", traceback.format_exc()))
         return

@@ -9,7 +9,7 @@ from typing import Any
 
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, utc_now
-from conduit.passwords import DUMMY_HASH, hash_password, verify_password
+from conduit.passwords import dummy_hash, hash_password, verify_password
 from conduit.repositories.accounts import Account, AccountsRepository
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
@@ -94,7 +94,7 @@ def register(email: str, password: str, name: str | None) -> Session:
 def login(email: str, password: str) -> Session:
     user = UsersRepository().find_by_email(normalize_email(email))
     # Always run the KDF, so an unknown email takes as long as a wrong password.
-    password_matches = verify_password(password, user.password_hash if user else DUMMY_HASH)
+    password_matches = verify_password(password, user.password_hash if user else dummy_hash())
     if user is None or not password_matches or user.disabled:
         raise ConduitError("UNAUTHORIZED", LOGIN_FAILED)
     return _open_session(user)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from functools import cache
 
 # 2**14 x 8 x 1 uses 16 MiB and ~50 ms: costly to brute-force, cheap enough for Lambda.
 _N, _R, _P, _KEY_BYTES = 2**14, 8, 1, 32
@@ -32,6 +33,8 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(derived, base64.b64decode(expected))
 
 
-# Verified against when the email is unknown, so an unknown email costs the same
-# time as a wrong password and the two cannot be told apart.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@cache
+def dummy_hash() -> str:
+    """Verified against when the email is unknown, so an unknown email costs the same
+    time as a wrong password. Made on first use, not at import: a cold start need not pay."""
+    return hash_password(secrets.token_urlsafe(16))

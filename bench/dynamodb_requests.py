@@ -1,0 +1,87 @@
+"""DynamoDB requests per API call, counted (not timed) through botocore's before-call event.
+
+Each route runs in-process against moto, through the same handler Lambda
+runs, after one warm-up call (so cached secrets and clients are not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from shared.local.template import Template
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TABLE_NAME": "ConduitTable",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Conduit",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        "ADMIN_EMAILS": "bench@example.com",
+    }
+)
+
+
+class _Context:
+    function_name = "bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    memory_limit_in_mb = 512
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def measure() -> list[dict[str, Any]]:
+    import boto3
+    from moto import mock_aws
+
+    from shared.local.emulator import create_resources
+    from shared.local.gateway import rest_event
+    from shared.local.template import Route
+    from shared.local.workers import load_handler
+
+    template = Template()
+    handlers = {spec.logical_id: load_handler(spec) for spec in template.functions()}
+    rows = []
+    with mock_aws():
+        create_resources(boto3.client, template)
+        from conduit.repositories.base import dynamodb_client
+
+        requests: list[str] = []
+        dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: requests.append(model.name))
+
+        def call(function: str, method: str, path: str, body: Any = None, token: str | None = None) -> dict[str, Any]:
+            headers = [("Authorization", f"Bearer {token}")] if token else []
+            raw = json.dumps(body).encode() if body is not None else b""
+            event = rest_event(Route(method, "/{proxy+}"), method, path, headers=headers, raw=raw)
+            result = handlers[function](event, _Context())
+            return json.loads(result["body"] or "null")
+
+        session = call("AuthFunction", "POST", "/auth/register", {"email": "bench@example.com", "password": "bench password"})
+        token = session["accessToken"]
+        call("AuthFunction", "POST", "/auth/accept-terms", {}, token)
+        routes = [
+            ("AuthFunction", "GET", "/auth/me", None, token),
+            ("BillingFunction", "GET", "/billing", None, token),
+            ("BillingFunction", "GET", "/billing/ledger", None, token),
+            ("AdminFunction", "GET", "/admin/users", None, token),
+            ("AuthFunction", "POST", "/auth/login", {"email": "bench@example.com", "password": "bench password"}, None),
+        ]
+        for function, method, path, body, bearer in routes:
+            call(function, method, path, body, bearer)  # warm-up: secrets and clients cached
+            requests.clear()
+            call(function, method, path, body, bearer)
+            rows.append({"route": f"{method} {path}", "requests": len(requests), "operations": list(requests)})
+        requests.clear()
+        refresh = call("AuthFunction", "POST", "/auth/login", {"email": "bench@example.com", "password": "bench password"})
+        requests.clear()
+        call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
+        rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
+    return rows
