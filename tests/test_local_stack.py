@@ -158,3 +158,14 @@ def test_in_process_moto_cannot_reset_the_stack(client):
     with mock_aws():
         pass
     register(client)  # the table is still there
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_non_json_body_is_a_validation_error_not_a_500(client, content_type):
+    response = client.post(
+        "/auth/register",
+        content=b'{"email": "ct@example.com", "password": "long enough"}',
+        headers={"Content-Type": content_type},
+    )
+    assert response.status_code == 400
+    assert response.json()["details"] == [{"field": "Content-Type", "message": "must be application/json"}]

@@ -54,9 +54,10 @@ APP = build_app()
 HANDLER = handler_for(APP)
 
 
-def call(method, path, *, body=None, raw=None, query="", base64_body=False, context=None):
+def call(method, path, *, body=None, raw=None, query="", base64_body=False, context=None, content_type=None):
     raw_bytes = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    event = rest_event(Route(method, "/{proxy+}"), method, path, query=query, raw=raw_bytes)
+    headers = [("Content-Type", content_type)] if content_type else []
+    event = rest_event(Route(method, "/{proxy+}"), method, path, query=query, raw=raw_bytes, headers=headers)
     if base64_body:
         event["body"], event["isBase64Encoded"] = base64.b64encode(raw_bytes).decode(), True
     result = HANDLER(event, context)
@@ -181,3 +182,20 @@ def test_function_url_resolver_uses_the_same_error_handling(lambda_context):
     assert json.loads(result["body"])["code"] == "VALIDATION_ERROR"
     result = handler(function_url_event("GET", "/nowhere"), lambda_context)
     assert json.loads(result["body"]) == {"error": "Route not found", "code": "NOT_FOUND", "statusCode": 404}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain", "application/merge-patch+json", "nonsense"]
+)
+def test_a_body_declared_as_anything_but_json_is_refused(lambda_context, content_type):
+    status, body, _ = call(
+        "POST", "/items", body={"name": "a", "count": 1}, content_type=content_type, context=lambda_context
+    )
+    assert_error(status, body, "VALIDATION_ERROR", 400)
+    assert fields(body) == ["Content-Type"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "Application/JSON; charset=utf-8"])
+def test_json_content_types_and_none_are_read_as_json(lambda_context, content_type):
+    status, _, _ = call("POST", "/items", body={"name": "a", "count": 1}, content_type=content_type, context=lambda_context)
+    assert status == 200

@@ -60,18 +60,37 @@ def _source_ip(event: dict[str, Any]) -> str:
     return (context.get("identity") or {}).get("sourceIp") or (context.get("http") or {}).get("sourceIp") or ""
 
 
-def _refuse_oversized_body(event: dict[str, Any]) -> None:
-    if _body_size(event) > MAX_BODY_BYTES:
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _refuse_unreadable_body(event: dict[str, Any]) -> None:
+    """JSON in (API.md §1): a body over the cap, or one declared as anything but JSON, is refused
+    here; left to Powertools, a form body would be parsed as a form and an unknown type would 500."""
+    size = _body_size(event)
+    if size > MAX_BODY_BYTES:
         raise ConduitError(
             "VALIDATION_ERROR",
             f"Request body is larger than {MAX_BODY_BYTES} bytes",
             details=[{"field": "body", "message": f"must be at most {MAX_BODY_BYTES} bytes"}],
         )
+    headers = event.get("headers") or {}
+    header = next((name for name in headers if name.lower() == "content-type"), None)
+    if not size or header is None:
+        return
+    if not _is_json(headers[header]):
+        raise ConduitError(
+            "VALIDATION_ERROR",
+            f"Request bodies are JSON: send Content-Type: application/json (got {headers[header][:100]!r})",
+            details=[{"field": "Content-Type", "message": "must be application/json"}],
+        )
+    # Media types are case-insensitive; Powertools' parser compares them case-sensitively.
+    headers[header] = "application/json"
 
 
 class _ConduitResolverMixin:
     """Runs the checks that come before validation once a route has matched:
-    the body cap, then the auth gate (so an anonymous caller gets 401, not a
+    the body's size and type, then the auth gate (so an anonymous caller gets 401, not a
     description of what its body got wrong). Rate-limit headers are added to
     whatever the route answers."""
 
@@ -80,7 +99,7 @@ class _ConduitResolverMixin:
         event = resolver.current_event.raw_event
         is_registered = any(route is known for known in (*resolver._static_routes, *resolver._dynamic_routes))
         try:
-            _refuse_oversized_body(event)
+            _refuse_unreadable_body(event)
             if is_registered:
                 result = gate(route.func, route.path, dict(resolver.current_event.headers or {}), _source_ip(event))
                 resolver.append_context(caller=result.caller, rate_window=result.rate_window)
