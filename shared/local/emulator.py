@@ -103,9 +103,17 @@ def create_resources(self, template: Template) -> None:
 
 
 def create_resources(client: Callable[[str], Any], template: Template) -> None:
-    """What the template declares and the functions use: tables and generated secrets."""
+    """What the template declares and the functions use: tables, generated secrets, KMS keys."""
     create_tables(client("dynamodb"), template)
     create_secrets(client("secretsmanager"), template)
+    create_keys(client("kms"), template)
+
+
+def create_keys(kms: Any, template: Template) -> None:
+    """Each KMS key, reachable by the alias `alias/<logical id>` (what !Ref resolves to locally)."""
+    for name in template.keys():
+        key_id = kms.create_key(Description=name)["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=template.physical_id(name), TargetKeyId=key_id)
 
 
 def create_secrets(secretsmanager: Any, template: Template) -> None:

@@ -91,7 +91,9 @@ class Template:
         if logical_id in pseudo:
             return pseudo[logical_id]
         if logical_id in self.resources:
-            # Locally every named resource is called by its logical id.
+            # Locally every named resource is called by its logical id; a KMS key by an alias of it.
+            if self.resources[logical_id].get("Type") == "AWS::KMS::Key":
+                return f"alias/{logical_id}"
             return logical_id
         raise ValueError(f"template.yaml: !Ref {logical_id} names nothing the local stack knows")
 
@@ -134,6 +136,9 @@ class Template:
 
     def tables(self) -> dict[str, dict[str, Any]]:
         return {name: res["Properties"] for name, res in self._of_type("AWS::DynamoDB::Table").items()}
+
+    def keys(self) -> list[str]:
+        return list(self._of_type("AWS::KMS::Key"))
 
     def secrets(self) -> dict[str, dict[str, Any]]:
         return {name: res["Properties"] for name, res in self._of_type("AWS::SecretsManager::Secret").items()}

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     jwt_issuer: str = Field("conduit", validation_alias="JWT_ISSUER")
     jwt_audience: str = Field("conduit-api", validation_alias="JWT_AUDIENCE")
 
+    # KMS key that encrypts site tokens in the vault.
+    vault_key_id: str = Field("alias/VaultKey", validation_alias="VAULT_KEY_ID")
+
     @property
     def admin_email_set(self) -> frozenset[str]:
         return frozenset(email.strip().lower() for email in self.admin_emails.split(",") if email.strip())

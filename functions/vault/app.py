@@ -1,0 +1,76 @@
+"""/vault/sites: connect sites, read their tools, replace tokens, refresh manifests (API.md §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Depends, Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from conduit import vault
+from conduit.access import account_for
+from conduit.api import handler_for, make_resolver
+from conduit.auth import Caller, current_caller
+
+app = make_resolver()
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+WorkspaceId = Annotated[str | None, Query(alias="workspaceId", min_length=1, max_length=64)]
+Token = Field(None, min_length=1, max_length=8192)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewSite(Strict):
+    url: str = Field(min_length=1, max_length=2048)
+    token: str | None = Token
+    refreshToken: str | None = Token
+    workspaceId: str | None = Field(None, min_length=1, max_length=64)
+
+
+class TokenChange(Strict):
+    token: str = Field(min_length=1, max_length=8192)
+
+
+@app.post("/vault/sites", tags=["Vault"], summary="Connect a site: fetch and validate its manifest, store its token")
+def add_site(site: NewSite, caller: CurrentCaller):
+    account = account_for(caller, site.workspaceId)
+    body = vault.add_site(account, site.url, site.token, site.refreshToken)
+    return Response(status_code=201, content_type="application/json", body=body)
+
+
+@app.get("/vault/sites", tags=["Vault"], summary="The account's sites (tokens are never returned)")
+def list_sites(
+    caller: CurrentCaller,
+    workspace_id: WorkspaceId = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict:
+    page = vault.list_sites(account_for(caller, workspace_id), limit, cursor)
+    return {"items": page.items, "nextCursor": page.next_cursor}
+
+
+@app.get("/vault/sites/<siteId>", tags=["Vault"], summary="A site with its tools")
+def get_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+    return vault.get_site(account_for(caller, workspace_id), siteId)
+
+
+@app.patch("/vault/sites/<siteId>", tags=["Vault"], summary="Replace the stored token")
+def replace_token(siteId: str, change: TokenChange, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+    return vault.replace_token(account_for(caller, workspace_id), siteId, change.token)
+
+
+@app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site")
+def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
+    vault.delete_site(account_for(caller, workspace_id), siteId)
+    return Response(status_code=204)
+
+
+@app.post("/vault/sites/<siteId>/refresh", tags=["Vault"], summary="Re-fetch the manifest (the old one stays on failure)")
+def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+    return vault.refresh_manifest(account_for(caller, workspace_id), siteId)
+
+
+lambda_handler = handler_for(app)

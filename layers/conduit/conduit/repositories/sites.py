@@ -1,0 +1,106 @@
+"""Vault sites (TABLE.md rows: site, site domain claim).
+
+A site and its domain claim are written together with the account's `sites`
+counter, so "one site per domain" (TOKEN_EXISTS) and the tier's site limit
+(VAULT_LIMIT_REACHED) both hold exactly under concurrent creates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conduit.errors import ConduitError
+from conduit.limits import create_counted, delete_counted
+from conduit.repositories.accounts import account_pk
+from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item
+
+SITE_PREFIX = "SITE#"
+
+
+def _site_key(account_id: str, site_id: str) -> dict[str, Any]:
+    return to_item({"PK": account_pk(account_id), "SK": f"{SITE_PREFIX}{site_id}"})
+
+
+def _claim_key(account_id: str, domain: str) -> dict[str, Any]:
+    return to_item({"PK": account_pk(account_id), "SK": f"SITEDOMAIN#{domain}"})
+
+
+class SitesRepository(Repository):
+    def create(self, site: dict[str, Any], max_sites: int | None) -> None:
+        """Store a new site, claiming its domain in the account and counting it against the tier."""
+        account_id, domain = site["accountId"], site["domain"]
+        claim = {**from_item(_claim_key(account_id, domain)), "siteId": site["siteId"]}
+        item = {**from_item(_site_key(account_id, site["siteId"])), **site}
+        condition = {"ConditionExpression": "attribute_not_exists(PK)"}
+        try:
+            create_counted(
+                self.client,
+                self.table_name,
+                account_id,
+                "sites",
+                max_sites,
+                [
+                    {"Put": {"TableName": self.table_name, "Item": to_item(claim), **condition}},
+                    {"Put": {"TableName": self.table_name, "Item": to_item(item), **condition}},
+                ],
+                code="VAULT_LIMIT_REACHED",
+            )
+        except ConditionsFailed:
+            raise ConduitError("TOKEN_EXISTS", f"The vault already has a site for {domain}") from None
+
+    def get_site(self, account_id: str, site_id: str) -> dict[str, Any]:
+        item = self.get(account_pk(account_id), f"{SITE_PREFIX}{site_id}")
+        if item is None:
+            raise ConduitError("NOT_FOUND", "No site found with the provided ID")
+        return item
+
+    def list_sites(self, account_id: str, limit: int, cursor: str | None) -> Page:
+        return self.query_page(account_pk(account_id), sk_prefix=SITE_PREFIX, limit=limit, cursor=cursor)
+
+    def all_sites(self, account_id: str) -> list[dict[str, Any]]:
+        """Every site of the account (bounded by the tier's site limit), for assembling tools."""
+        sites, cursor = [], None
+        while True:
+            page = self.list_sites(account_id, 100, cursor)
+            sites.extend(page.items)
+            if page.next_cursor is None:
+                return sites
+            cursor = page.next_cursor
+
+    def update(self, account_id: str, site_id: str, values: dict[str, Any], remove: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Set (and remove) attributes of an existing site; NOT_FOUND if it is gone."""
+        names = {f"#a{index}": name for index, name in enumerate(values)}
+        names.update({f"#r{index}": name for index, name in enumerate(remove)})
+        expression = "SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values)))
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove)))
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_site_key(account_id, site_id),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item({f":v{index}": value for index, value in enumerate(values.values())}),
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise ConduitError("NOT_FOUND", "No site found with the provided ID") from None
+        return from_item(response["Attributes"])
+
+    def delete(self, account_id: str, site_id: str) -> None:
+        site = self.get_site(account_id, site_id)
+        exists = {"ConditionExpression": "attribute_exists(PK)"}
+        try:
+            delete_counted(
+                self.client,
+                self.table_name,
+                account_id,
+                "sites",
+                [
+                    {"Delete": {"TableName": self.table_name, "Key": _site_key(account_id, site_id), **exists}},
+                    {"Delete": {"TableName": self.table_name, "Key": _claim_key(account_id, site["domain"]), **exists}},
+                ],
+            )
+        except ConditionsFailed:  # deleted by a concurrent request
+            raise ConduitError("NOT_FOUND", "No site found with the provided ID") from None

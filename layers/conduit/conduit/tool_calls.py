@@ -1,0 +1,76 @@
+"""Calling a site's tool (used by chat and agent runs).
+
+Arguments are checked against the tool's input_schema before anything is
+sent; the site receives the original tool name in its own call shape, with
+the token decrypted for this call only. Outcomes: the JSON result, or
+TOOL_EXECUTION_ERROR (non-2xx, non-JSON, oversized) or SITE_UNAVAILABLE
+(unreachable: DNS, refused, timeout, or an address that is no longer allowed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from jsonschema import Draft202012Validator
+
+from conduit.errors import ConduitError
+from conduit.ids import iso, utc_now
+from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundUnavailable
+from conduit.repositories.sites import SitesRepository
+from conduit.vault import site_token
+
+MAX_RESULT_BYTES = 1024 * 1024
+TOOL_TIMEOUT_SECONDS = 30.0
+
+
+def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
+    """A tool of the site by original or prefixed name."""
+    for candidate in json.loads(site["toolsJson"]):
+        if name in (candidate["name"], candidate["prefixedName"]):
+            return candidate
+    raise ConduitError("VALIDATION_ERROR", f"The site has no tool named {name!r}", details=[{"field": "tool", "message": "unknown tool"}])
+
+
+def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
+    errors = sorted(Draft202012Validator(tool["inputSchema"]).iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    if errors:
+        details = [
+            {"field": ".".join(["arguments", *(str(part) for part in error.absolute_path)]), "message": error.message}
+            for error in errors
+        ]
+        raise ConduitError("VALIDATION_ERROR", f"Arguments of {tool['name']} do not match its schema", details=details)
+
+
+def _request(site: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> tuple[str, Any]:
+    if site["callShape"] == "rest":
+        return f"{site['callTarget'].rstrip('/')}/tools/{quote(tool_name, safe='')}", arguments
+    return site["callTarget"], {"name": tool_name, "arguments": arguments}
+
+
+def call_tool(
+    site: dict[str, Any], name: str, arguments: dict[str, Any], *, client: GuardedClient | None = None
+) -> Any:
+    tool = find_tool(site, name)
+    check_arguments(tool, arguments)
+    url, body = _request(site, tool["name"], arguments)
+    headers = {"Accept": "application/json"}
+    token = site_token(site)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    client = client or GuardedClient(timeout=TOOL_TIMEOUT_SECONDS)
+    try:
+        response = client.request("POST", url, headers=headers, json=body, max_bytes=MAX_RESULT_BYTES)
+    except (OutboundUnavailable, OutboundRefused) as unreachable:
+        raise ConduitError("SITE_UNAVAILABLE", f"{site['domain']} could not be reached: {unreachable}") from None
+    except OutboundError as failure:  # too large, redirect loop
+        raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} failed: {failure}") from None
+    finally:
+        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+    if not 200 <= response.status < 300:
+        raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} answered HTTP {response.status}")
+    try:
+        return response.json()
+    except ValueError:
+        raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} did not answer with JSON") from None

@@ -1,0 +1,174 @@
+"""The vault (API.md §6): sites, their manifests and their encrypted tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from conduit import token_box
+from conduit.errors import ConduitError
+from conduit.ids import iso, new_id, utc_now
+from conduit.manifests import Manifest, fetch_manifest, prefixed_names
+from conduit.outbound import GuardedClient, OutboundRefused, OutboundUnavailable
+from conduit.repositories.accounts import Account
+from conduit.repositories.base import Page
+from conduit.repositories.sites import SitesRepository
+from conduit.tiers import get_tiers
+
+# Four candidate paths must fit in API Gateway's 29 s: each fetch gets 5 s.
+MANIFEST_TIMEOUT_SECONDS = 5.0
+
+
+def outbound_client() -> GuardedClient:
+    return GuardedClient(timeout=MANIFEST_TIMEOUT_SECONDS)
+
+
+def normalize_token(token: str | None) -> str | None:
+    """Tokens are accepted with or without a leading `Bearer `."""
+    if token is None:
+        return None
+    token = token.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    return token or None
+
+
+def site_domain(url: str) -> str:
+    parsed = httpx.URL(url)
+    host = parsed.host.lower()
+    return f"{host}:{parsed.port}" if parsed.port else host
+
+
+def check_site_url(url: str, client: GuardedClient) -> None:
+    """An absolute https:// URL (http:// on loopback in local mode) on an allowed address, else INVALID_URL."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise ConduitError("INVALID_URL", "The site URL is not a valid URL") from None
+    if parsed.scheme not in ("https", "http") or not parsed.host:
+        raise ConduitError("INVALID_URL", "The site URL must be an absolute https:// URL")
+    try:
+        client.check_url(url)
+    except OutboundRefused as refused:
+        raise ConduitError("INVALID_URL", str(refused)) from None
+    except OutboundUnavailable as unavailable:
+        raise ConduitError("MANIFEST_NOT_FOUND", str(unavailable)) from None
+
+
+def _manifest_values(manifest: Manifest, manifest_url: str, site_id: str, domain: str) -> dict[str, Any]:
+    names = prefixed_names(domain, site_id, [tool.name for tool in manifest.tools])
+    tools = [
+        {"name": tool.name, "prefixedName": names[tool.name], "description": tool.description, "inputSchema": tool.input_schema}
+        for tool in manifest.tools
+    ]
+    return {
+        "manifestUrl": manifest_url,
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description or "",
+        "authType": manifest.auth_type,
+        "callShape": manifest.call_shape,
+        "callTarget": manifest.call_target,
+        "authorizationUrl": manifest.authorization_url or "",
+        "tokenUrl": manifest.token_url or "",
+        "scopes": manifest.scopes,
+        "clientId": manifest.client_id or "",
+        # JSON, not a DynamoDB map: JSON Schemas hold floats, which the DynamoDB serializer refuses.
+        "toolsJson": json.dumps(tools, separators=(",", ":")),
+        "manifestFetchedAt": iso(utc_now()),
+    }
+
+
+def site_view(site: dict[str, Any], *, with_tools: bool = True) -> dict[str, Any]:
+    """A site as clients see it: never a token, only whether there is one."""
+    view = {
+        "id": site["siteId"],
+        "url": site["url"],
+        "domain": site["domain"],
+        "name": site["name"],
+        "version": site["version"],
+        "description": site.get("description") or None,
+        "authType": site["authType"],
+        "hasToken": "accessToken" in site,
+        "status": site["status"],
+        "createdAt": site["createdAt"],
+        "manifestFetchedAt": site["manifestFetchedAt"],
+        "lastUsedAt": site.get("lastUsedAt"),
+    }
+    if with_tools:
+        view["tools"] = json.loads(site["toolsJson"])
+    return view
+
+
+def _sealed_tokens(account_id: str, site_id: str, token: str | None, refresh_token: str | None) -> dict[str, str]:
+    sealed = {}
+    if token:
+        sealed["accessToken"] = token_box.seal(token, account_id=account_id, site_id=site_id, purpose="access")
+    if refresh_token:
+        sealed["refreshToken"] = token_box.seal(refresh_token, account_id=account_id, site_id=site_id, purpose="refresh")
+    return sealed
+
+
+def add_site(account: Account, url: str, token: str | None, refresh_token: str | None) -> dict[str, Any]:
+    """Fetch and validate the manifest, then store the site with its tokens encrypted. Nothing is
+    stored unless every step succeeds."""
+    client = outbound_client()
+    check_site_url(url, client)
+    token, refresh_token = normalize_token(token), normalize_token(refresh_token)
+    manifest, manifest_url = fetch_manifest(url, token, client)
+    site_id, domain, now = new_id("site"), site_domain(url), iso(utc_now())
+    site = {
+        "siteId": site_id,
+        "accountId": account.account_id,
+        "url": url,
+        "domain": domain,
+        "status": "active",
+        "createdAt": now,
+        **_manifest_values(manifest, manifest_url, site_id, domain),
+        **_sealed_tokens(account.account_id, site_id, token, refresh_token),
+    }
+    SitesRepository().create(site, get_tiers().tier(account.tier).max_sites)
+    return site_view(site)
+
+
+def list_sites(account: Account, limit: int, cursor: str | None) -> Page:
+    page = SitesRepository().list_sites(account.account_id, limit, cursor)
+    return Page(items=[site_view(site, with_tools=False) for site in page.items], next_cursor=page.next_cursor)
+
+
+def get_site(account: Account, site_id: str) -> dict[str, Any]:
+    return site_view(SitesRepository().get_site(account.account_id, site_id))
+
+
+def replace_token(account: Account, site_id: str, token: str) -> dict[str, Any]:
+    normalized = normalize_token(token)
+    if normalized is None:
+        raise ConduitError("VALIDATION_ERROR", "The token is empty", details=[{"field": "token", "message": "must not be empty"}])
+    sealed = _sealed_tokens(account.account_id, site_id, normalized, None)
+    # A replaced token makes an expired site usable again.
+    site = SitesRepository().update(account.account_id, site_id, {**sealed, "status": "active"})
+    return site_view(site)
+
+
+def delete_site(account: Account, site_id: str) -> None:
+    SitesRepository().delete(account.account_id, site_id)
+
+
+def refresh_manifest(account: Account, site_id: str) -> dict[str, Any]:
+    """Re-fetch the manifest. On any failure the stored manifest stays in use and the error is returned."""
+    sites = SitesRepository()
+    site = sites.get_site(account.account_id, site_id)
+    token = site_token(site)
+    client = outbound_client()
+    manifest, manifest_url = fetch_manifest(site["manifestUrl"], token, client)
+    updated = sites.update(account.account_id, site_id, _manifest_values(manifest, manifest_url, site_id, site["domain"]))
+    return site_view(updated)
+
+
+def site_token(site: dict[str, Any]) -> str | None:
+    """The site's access token, decrypted for one call. Never log or return it."""
+    if "accessToken" not in site:
+        return None
+    return token_box.unseal(site["accessToken"], account_id=site["accountId"], site_id=site["siteId"], purpose="access")
