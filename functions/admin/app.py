@@ -5,34 +5,28 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler import Depends
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from aws_lambda_powertools.event_handler.openapi.params import Header
+from pydantic import Field, StrictInt
 
 from conduit import admin
 from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller
 from conduit.ids import new_id
+from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, page_body
 
 app = make_resolver()
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class UserChange(Strict):
+class UserChange(StrictBody):
     isAdmin: bool | None = None
     disabled: bool | None = None
 
 
-class AccountChange(Strict):
+class AccountChange(StrictBody):
     tier: str | None = Field(None, min_length=1, max_length=32)
     subscriptionStatus: Literal["active", "past_due", "canceled", "none"] | None = None
 
 
-class CreditChange(Strict):
+class CreditChange(StrictBody):
     credits: StrictInt = Field(ge=-10_000_000, le=10_000_000)
     reason: str = Field(min_length=1, max_length=200)
 
@@ -40,11 +34,10 @@ class CreditChange(Strict):
 @app.get("/admin/users", tags=["Admin"], summary="List users")
 def list_users(
     caller: CurrentCaller,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
-    page = admin.list_users(limit, cursor)
-    return {"items": page.items, "nextCursor": page.next_cursor}
+    return page_body(admin.list_users(limit, cursor))
 
 
 @app.patch("/admin/users/<userId>", tags=["Admin"], summary="Promote or disable a user")

@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler import Depends
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import EmailStr, Field
 
 from conduit import identity
 from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller, public
+from conduit.auth import public
+from conduit.routes import CurrentCaller, StrictBody
 
 app = make_resolver()
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterRequest(Strict):
+class RegisterRequest(StrictBody):
     email: EmailStr = Field(max_length=254)
     password: str = Field(min_length=8, max_length=256)
     name: str | None = Field(None, min_length=1, max_length=100)
 
 
-class LoginRequest(Strict):
+class LoginRequest(StrictBody):
     email: str = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=256)
 
 
-class RefreshRequest(Strict):
+class RefreshRequest(StrictBody):
     refreshToken: str = Field(min_length=1, max_length=512)
 
 
-class AcceptTermsRequest(Strict):
+class AcceptTermsRequest(StrictBody):
     version: str | None = Field(None, min_length=1, max_length=64)
 
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from aws_lambda_powertools.event_handler import Depends
-from aws_lambda_powertools.event_handler.openapi.params import Query
-
 from conduit import credits
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller
+from conduit.routes import Cursor, CurrentCaller, Limit, WorkspaceId, page_body
 
 app = make_resolver()
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
-WorkspaceId = Annotated[str | None, Query(alias="workspaceId", min_length=1, max_length=64)]
 
 
 @app.get("/billing", tags=["Billing"], summary="Billing overview of the account")
@@ -36,12 +29,10 @@ def overview(caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:
 def ledger(
     caller: CurrentCaller,
     workspace_id: WorkspaceId = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
-    account = account_for(caller, workspace_id)
-    page = credits.ledger_page(account.account_id, limit, cursor)
-    return {"items": page.items, "nextCursor": page.next_cursor}
+    return page_body(credits.ledger_page(account_for(caller, workspace_id).account_id, limit, cursor))
 
 
 lambda_handler = handler_for(app)

@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from aws_lambda_powertools.event_handler import Depends, Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, ConfigDict, Field
+from aws_lambda_powertools.event_handler import Response
+from pydantic import Field
 
 from conduit import vault
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller
+from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
 
 app = make_resolver()
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
-WorkspaceId = Annotated[str | None, Query(alias="workspaceId", min_length=1, max_length=64)]
 Token = Field(None, min_length=1, max_length=8192)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NewSite(Strict):
+class NewSite(StrictBody):
     url: str = Field(min_length=1, max_length=2048)
     token: str | None = Token
     refreshToken: str | None = Token
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
-class TokenChange(Strict):
+class TokenChange(StrictBody):
     token: str = Field(min_length=1, max_length=8192)
 
 
@@ -45,11 +36,10 @@ def add_site(site: NewSite, caller: CurrentCaller):
 def list_sites(
     caller: CurrentCaller,
     workspace_id: WorkspaceId = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> dict:
-    page = vault.list_sites(account_for(caller, workspace_id), limit, cursor)
-    return {"items": page.items, "nextCursor": page.next_cursor}
+    return page_body(vault.list_sites(account_for(caller, workspace_id), limit, cursor))
 
 
 @app.get("/vault/sites/<siteId>", tags=["Vault"], summary="A site with its tools")
