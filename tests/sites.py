@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -120,3 +121,87 @@ def mcp_manifest(site: TestSite, tools: list[dict[str, Any]] | None = None) -> d
         "version": "2.1",
         "usage": {"tools_endpoint": f"{site.origin}/wp-json/servio/v1/tools", "body_format": "mcp", "tools": tools or [tool("xenforo.searchThreads")]},
     }
+
+
+class OAuthServer:
+    """The OAuth side of a site: checks the PKCE verifier against the challenge, rotates refresh
+    tokens (a spent one is refused), and counts exchanges. `site.routes` gets its endpoints."""
+
+    def __init__(self, access_token_seconds: int = 3600, client_id: str = "conduit-client") -> None:
+        self.access_token_seconds = access_token_seconds
+        self.client_id = client_id
+        self.challenges: dict[str, str] = {}  # code -> challenge the user "approved"
+        self.valid_access: set[str] = set()
+        self.current_refresh: str | None = None
+        self.exchanges: list[str] = []  # grant types, in order
+        self.refuse_refresh = False
+        self._issued = 0
+        self._lock = threading.Lock()
+
+    def manifest(self, site: TestSite) -> dict[str, Any]:
+        return {
+            "name": "OAuth Site",
+            "version": "1.0",
+            "server": {"url": site.origin},
+            "auth": {
+                "type": "oauth2",
+                "authorization_url": f"{site.origin}/oauth/authorize",
+                "token_url": f"{site.origin}/oauth/token",
+                "scopes": {"read": "Read", "write": "Write"},
+                "registered_clients": [self.client_id],
+            },
+            "tools": [tool("whoami")],
+        }
+
+    def approve(self, authorization_url: str) -> str:
+        """What the user's browser would do: approve, and get a code bound to the challenge."""
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(authorization_url).query)
+        assert query["code_challenge_method"] == ["S256"] and query["client_id"] == [self.client_id]
+        code = f"code-{len(self.challenges)}"
+        self.challenges[code] = query["code_challenge"][0]
+        return code
+
+    def install(self, site: TestSite) -> TestSite:
+        site.manifest = self.manifest
+        site.routes[("POST", "/oauth/token")] = self._token
+        site.routes[("POST", "/tools/whoami")] = self._whoami
+        return site
+
+    def _issue(self) -> dict[str, Any]:
+        self._issued += 1
+        access, refresh = f"at-{self._issued}", f"rt-{self._issued}"
+        self.valid_access = {access}  # older access tokens stop working
+        self.current_refresh = refresh
+        return {"access_token": access, "refresh_token": refresh, "expires_in": self.access_token_seconds, "token_type": "Bearer"}
+
+    def _token(self, site: TestSite, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        import base64
+        import hashlib
+        from urllib.parse import parse_qs
+
+        form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
+        with self._lock:
+            self.exchanges.append(form.get("grant_type", ""))
+            if form.get("client_id") != self.client_id:
+                return 400, {"error": "invalid_client"}
+            if form.get("grant_type") == "authorization_code":
+                challenge = self.challenges.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+                if challenge is None or computed != challenge:
+                    return 400, {"error": "invalid_grant"}
+                return 200, self._issue()
+            if form.get("grant_type") == "refresh_token":
+                time.sleep(0.2)  # a slow endpoint widens the window for concurrent refreshes
+                if self.refuse_refresh or form.get("refresh_token") != self.current_refresh:
+                    return 400, {"error": "invalid_grant"}
+                return 200, self._issue()
+        return 400, {"error": "unsupported_grant_type"}
+
+    def _whoami(self, site: TestSite, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in self.valid_access:
+            return 401, {"error": "invalid_token"}
+        return 200, {"token": token}

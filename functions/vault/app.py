@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response
 from pydantic import Field
 
-from conduit import vault
+from conduit import site_oauth, vault
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
@@ -18,6 +18,19 @@ class NewSite(StrictBody):
     url: str = Field(min_length=1, max_length=2048)
     token: str | None = Token
     refreshToken: str | None = Token
+    workspaceId: str | None = Field(None, min_length=1, max_length=64)
+
+
+class OAuthStart(StrictBody):
+    url: str = Field(min_length=1, max_length=2048)
+    workspaceId: str | None = Field(None, min_length=1, max_length=64)
+    # Where the site sends the user back with the code; sent as redirect_uri when given.
+    redirectUri: str | None = Field(None, min_length=1, max_length=2048)
+
+
+class OAuthComplete(StrictBody):
+    state: str = Field(min_length=1, max_length=256)
+    code: str = Field(min_length=1, max_length=4096)
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
@@ -61,6 +74,17 @@ def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = 
 @app.post("/vault/sites/<siteId>/refresh", tags=["Vault"], summary="Re-fetch the manifest (the old one stays on failure)")
 def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return vault.refresh_manifest(account_for(caller, workspace_id), siteId)
+
+
+@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site")
+def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
+    return site_oauth.start(account_for(caller, request.workspaceId), request.url, request.redirectUri)
+
+
+@app.post("/vault/oauth/complete", tags=["Vault"], summary="Exchange the authorization code and store the site")
+def oauth_complete(request: OAuthComplete, caller: CurrentCaller):
+    body = site_oauth.complete(account_for(caller, request.workspaceId), request.state, request.code)
+    return Response(status_code=201, content_type="application/json", body=body)
 
 
 lambda_handler = handler_for(app)

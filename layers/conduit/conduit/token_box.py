@@ -19,7 +19,7 @@ import boto3
 
 from conduit.settings import get_settings
 
-Purpose = Literal["access", "refresh"]
+Purpose = Literal["access", "refresh", "pkce-verifier"]
 
 
 @lru_cache(maxsize=1)

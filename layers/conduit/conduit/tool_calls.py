@@ -2,7 +2,8 @@
 
 Arguments are checked against the tool's input_schema before anything is
 sent; the site receives the original tool name in its own call shape, with
-the token decrypted for this call only. Outcomes: the JSON result, or
+the token decrypted for this call only (refreshed first when it is about to
+expire, and once more after a 401/403). Outcomes: the JSON result, or
 TOOL_EXECUTION_ERROR (non-2xx, non-JSON, oversized) or SITE_UNAVAILABLE
 (unreachable: DNS, refused, timeout, or an address that is no longer allowed).
 """
@@ -17,9 +18,9 @@ from jsonschema import Draft202012Validator
 
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
-from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundUnavailable
+from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
 from conduit.repositories.sites import SitesRepository
-from conduit.vault import site_token
+from conduit.site_oauth import can_refresh, refresh, token_for_call
 
 MAX_RESULT_BYTES = 1024 * 1024
 TOOL_TIMEOUT_SECONDS = 30.0
@@ -55,17 +56,24 @@ def call_tool(
     tool = find_tool(site, name)
     check_arguments(tool, arguments)
     url, body = _request(site, tool["name"], arguments)
-    headers = {"Accept": "application/json"}
-    token = site_token(site)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     client = client or GuardedClient(timeout=TOOL_TIMEOUT_SECONDS)
+
+    def send(token: str | None) -> OutboundResponse:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            return client.request("POST", url, headers=headers, json=body, max_bytes=MAX_RESULT_BYTES)
+        except (OutboundUnavailable, OutboundRefused) as unreachable:
+            raise ConduitError("SITE_UNAVAILABLE", f"{site['domain']} could not be reached: {unreachable}") from None
+        except OutboundError as failure:  # too large, redirect loop
+            raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} failed: {failure}") from None
+
     try:
-        response = client.request("POST", url, headers=headers, json=body, max_bytes=MAX_RESULT_BYTES)
-    except (OutboundUnavailable, OutboundRefused) as unreachable:
-        raise ConduitError("SITE_UNAVAILABLE", f"{site['domain']} could not be reached: {unreachable}") from None
-    except OutboundError as failure:  # too large, redirect loop
-        raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} failed: {failure}") from None
+        response = send(token_for_call(site))
+        if response.status in (401, 403) and can_refresh(site):
+            # The site rejected the token: refresh once, then retry once.
+            response = send(refresh(site))
     finally:
         SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
     if not 200 <= response.status < 300:

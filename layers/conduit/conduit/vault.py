@@ -111,7 +111,9 @@ def _sealed_tokens(account_id: str, site_id: str, token: str | None, refresh_tok
     return sealed
 
 
-def add_site(account: Account, url: str, token: str | None, refresh_token: str | None) -> dict[str, Any]:
+def add_site(
+    account: Account, url: str, token: str | None, refresh_token: str | None, token_expires_at: int | None = None
+) -> dict[str, Any]:
     """Fetch and validate the manifest, then store the site with its tokens encrypted. Nothing is
     stored unless every step succeeds."""
     client = outbound_client()
@@ -129,6 +131,8 @@ def add_site(account: Account, url: str, token: str | None, refresh_token: str |
         **_manifest_values(manifest, manifest_url, site_id, domain),
         **_sealed_tokens(account.account_id, site_id, token, refresh_token),
     }
+    if token_expires_at is not None:
+        site["tokenExpiresAt"] = token_expires_at
     SitesRepository().create(site, get_tiers().tier(account.tier).max_sites)
     return site_view(site)
 
@@ -147,8 +151,8 @@ def replace_token(account: Account, site_id: str, token: str) -> dict[str, Any]:
     if normalized is None:
         raise ConduitError("VALIDATION_ERROR", "The token is empty", details=[{"field": "token", "message": "must not be empty"}])
     sealed = _sealed_tokens(account.account_id, site_id, normalized, None)
-    # A replaced token makes an expired site usable again.
-    site = SitesRepository().update(account.account_id, site_id, {**sealed, "status": "active"})
+    # A replaced token makes an expired site usable again; its old expiry no longer applies.
+    site = SitesRepository().update(account.account_id, site_id, {**sealed, "status": "active"}, remove=("tokenExpiresAt",))
     return site_view(site)
 
 

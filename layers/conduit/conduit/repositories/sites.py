@@ -71,19 +71,23 @@ class SitesRepository(Repository):
         """Set (and remove) attributes of an existing site; NOT_FOUND if it is gone."""
         names = {f"#a{index}": name for index, name in enumerate(values)}
         names.update({f"#r{index}": name for index, name in enumerate(remove)})
-        expression = "SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values)))
+        clauses = []
+        if values:
+            clauses.append("SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))))
         if remove:
-            expression += " REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove)))
+            clauses.append("REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove))))
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _site_key(account_id, site_id),
+            "UpdateExpression": " ".join(clauses),
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = to_item({f":v{index}": value for index, value in enumerate(values.values())})
         try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key=_site_key(account_id, site_id),
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item({f":v{index}": value for index, value in enumerate(values.values())}),
-                ReturnValues="ALL_NEW",
-            )
+            response = self.client.update_item(**request)
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ConduitError("NOT_FOUND", "No site found with the provided ID") from None
         return from_item(response["Attributes"])
@@ -104,3 +108,38 @@ class SitesRepository(Repository):
             )
         except ConditionsFailed:  # deleted by a concurrent request
             raise ConduitError("NOT_FOUND", "No site found with the provided ID") from None
+
+    # --- OAuth: pending authorizations and the refresh lock ---------------------------
+    def put_pending_authorization(self, state: str, values: dict[str, Any]) -> None:
+        item = {"PK": f"OAUTHSTATE#{state}", "SK": "OAUTHSTATE", **values}
+        self.client.put_item(TableName=self.table_name, Item=to_item(item), ConditionExpression="attribute_not_exists(PK)")
+
+    def take_pending_authorization(self, state: str, account_id: str, now_epoch: int) -> dict[str, Any] | None:
+        """Consume a pending authorization once: it must exist, belong to the account and be unexpired."""
+        try:
+            response = self.client.delete_item(
+                TableName=self.table_name,
+                Key=to_item({"PK": f"OAUTHSTATE#{state}", "SK": "OAUTHSTATE"}),
+                ConditionExpression="accountId = :account AND expiresAt > :now",
+                ExpressionAttributeValues=to_item({":account": account_id, ":now": now_epoch}),
+                ReturnValues="ALL_OLD",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return from_item(response["Attributes"])
+
+    def lock_token_refresh(self, account_id: str, site_id: str, now_epoch: int, lease_seconds: int) -> dict[str, Any] | None:
+        """Take the site's refresh lock (a lease, so a crashed holder cannot block it for long).
+        Returns the site as it is now, or None while another refresh holds the lock."""
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_site_key(account_id, site_id),
+                UpdateExpression="SET refreshLockUntil = :until",
+                ConditionExpression="attribute_exists(PK) AND (attribute_not_exists(refreshLockUntil) OR refreshLockUntil < :now)",
+                ExpressionAttributeValues=to_item({":until": now_epoch + lease_seconds, ":now": now_epoch}),
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return from_item(response["Attributes"])

@@ -1,0 +1,200 @@
+"""OAuth2 with PKCE (S256) for `oauth2` sites, and refresh of site access tokens.
+
+Authorization: `start` fetches the manifest, keeps a pending authorization for
+15 minutes (the PKCE verifier sealed with KMS) and returns the authorization
+URL; `complete` consumes that state once, exchanges the code at `token_url`
+and stores the site with its tokens.
+
+Refresh: proactively shortly before the access token expires, and once after
+a 401/403 from a tool call. A conditional write on the site is the lock, so
+concurrent callers make exactly one exchange: the holder exchanges and stores
+the rotated tokens at once; the others wait for the new token. A refresh the
+site refuses marks the site `expired`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from conduit import token_box
+from conduit.errors import ConduitError, validation_error
+from conduit.ids import iso, utc_now
+from conduit.manifests import fetch_manifest
+from conduit.outbound import GuardedClient, OutboundError
+from conduit.repositories.accounts import Account
+from conduit.repositories.sites import SitesRepository
+from conduit.vault import add_site, check_site_url, outbound_client, site_token
+
+PENDING_SECONDS = 15 * 60
+REFRESH_AHEAD_SECONDS = 60  # refresh a token that expires within this
+LOCK_LEASE_SECONDS = 30  # a crashed refresher blocks others for at most this
+WAIT_FOR_REFRESH_SECONDS = 10.0
+DEFAULT_CLIENT_ID = "conduit"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str | None
+    expires_at: int | None
+
+
+class TokenRefused(Exception):
+    """The token endpoint answered, and said no (bad code, revoked refresh token, …)."""
+
+
+def _challenge(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).decode("ascii").rstrip("=")
+
+
+def start(account: Account, url: str, redirect_uri: str | None) -> dict[str, str]:
+    client = outbound_client()
+    check_site_url(url, client)
+    manifest, manifest_url = fetch_manifest(url, None, client)
+    if manifest.auth_type != "oauth2":
+        raise validation_error("url", "the site does not use OAuth2; add it with a token instead")
+    state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+    client_id = manifest.client_id or DEFAULT_CLIENT_ID
+    SitesRepository().put_pending_authorization(
+        state,
+        {
+            "accountId": account.account_id,
+            "url": url,
+            "tokenUrl": manifest.token_url,
+            "clientId": client_id,
+            "redirectUri": redirect_uri or "",
+            "codeVerifier": token_box.seal(verifier, account_id=account.account_id, site_id=state, purpose="pkce-verifier"),
+            "createdAt": iso(utc_now()),
+            "expiresAt": int(time.time()) + PENDING_SECONDS,
+        },
+    )
+    parameters = {
+        "response_type": "code",
+        "client_id": client_id,
+        "state": state,
+        "code_challenge": _challenge(verifier),
+        "code_challenge_method": "S256",
+    }
+    if manifest.scopes:
+        parameters["scope"] = " ".join(manifest.scopes)
+    if redirect_uri:
+        parameters["redirect_uri"] = redirect_uri
+    separator = "&" if "?" in (manifest.authorization_url or "") else "?"
+    return {"authorizationUrl": f"{manifest.authorization_url}{separator}{urlencode(parameters)}", "state": state}
+
+
+def complete(account: Account, state: str, code: str) -> dict[str, Any]:
+    pending = SitesRepository().take_pending_authorization(state, account.account_id, int(time.time()))
+    if pending is None:
+        raise validation_error("state", "unknown, already used or expired; start the authorization again")
+    verifier = token_box.unseal(pending["codeVerifier"], account_id=account.account_id, site_id=state, purpose="pkce-verifier")
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "client_id": pending["clientId"]}
+    if pending["redirectUri"]:
+        form["redirect_uri"] = pending["redirectUri"]
+    try:
+        tokens = exchange(pending["tokenUrl"], form, outbound_client())
+    except TokenRefused as refused:
+        raise validation_error("code", f"the site refused the authorization code ({refused})") from None
+    return add_site(account, pending["url"], tokens.access_token, tokens.refresh_token, tokens.expires_at)
+
+
+def exchange(token_url: str, form: dict[str, str], client: GuardedClient) -> TokenSet:
+    """One request to the token endpoint (RFC 6749 §4.1.3 and §6)."""
+    try:
+        response = client.request("POST", token_url, data=form, headers={"Accept": "application/json"})
+    except OutboundError as failure:
+        raise ConduitError("SITE_UNAVAILABLE", f"The site's token endpoint could not be reached: {failure}") from None
+    if not 200 <= response.status < 300:
+        raise TokenRefused(f"HTTP {response.status}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise TokenRefused("the token response is not JSON") from None
+    access_token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(access_token, str) or not access_token:
+        raise TokenRefused("the token response has no access_token")
+    refresh_token = body.get("refresh_token")
+    expires_in = body.get("expires_in")
+    return TokenSet(
+        access_token=access_token,
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+        expires_at=int(time.time()) + int(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else None,
+    )
+
+
+# --- refresh ---------------------------------------------------------------------
+
+
+def can_refresh(site: dict[str, Any]) -> bool:
+    return "refreshToken" in site and bool(site.get("tokenUrl"))
+
+
+def token_for_call(site: dict[str, Any]) -> str | None:
+    """The access token to send now: refreshed first when it is about to expire."""
+    expires_at = site.get("tokenExpiresAt")  # a DynamoDB number: Decimal
+    if can_refresh(site) and expires_at is not None and int(expires_at) - time.time() < REFRESH_AHEAD_SECONDS:
+        return refresh(site)
+    return site_token(site)
+
+
+def refresh(site: dict[str, Any]) -> str:
+    """A fresh access token for the site, with at most one exchange however many callers ask at once.
+    `site` is the caller's view of it: its access token is the one found stale."""
+    sites = SitesRepository()
+    account_id, site_id, stale = site["accountId"], site["siteId"], site.get("accessToken")
+    deadline = time.monotonic() + WAIT_FOR_REFRESH_SECONDS
+    while True:
+        locked = sites.lock_token_refresh(account_id, site_id, int(time.time()), LOCK_LEASE_SECONDS)
+        current = locked if locked is not None else sites.get_site(account_id, site_id)
+        if current.get("accessToken") != stale:  # someone else refreshed already
+            if locked is not None:
+                sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
+            return site_token(current)  # type: ignore[return-value]
+        if current["status"] == "expired":
+            if locked is not None:
+                sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
+            raise _expired(current)
+        if locked is not None:
+            return _exchange_and_store(locked)
+        if time.monotonic() > deadline:
+            raise ConduitError("TOOL_EXECUTION_ERROR", f"Refreshing the token of {site['domain']} took too long")
+        time.sleep(0.1)
+
+
+def _expired(site: dict[str, Any]) -> ConduitError:
+    return ConduitError("TOOL_EXECUTION_ERROR", f"The token of {site['domain']} has expired; reconnect the site")
+
+
+def _exchange_and_store(site: dict[str, Any]) -> str:
+    """Holding the lock: exchange the refresh token and store the new pair at once (lock released)."""
+    sites = SitesRepository()
+    account_id, site_id = site["accountId"], site["siteId"]
+    refresh_token = token_box.unseal(site["refreshToken"], account_id=account_id, site_id=site_id, purpose="refresh")
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": site.get("clientId") or DEFAULT_CLIENT_ID}
+    try:
+        tokens = exchange(site["tokenUrl"], form, outbound_client())
+    except TokenRefused:
+        sites.update(account_id, site_id, {"status": "expired"}, remove=("refreshLockUntil",))
+        raise _expired(site) from None
+    except BaseException:
+        sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
+        raise
+    values: dict[str, Any] = {
+        "accessToken": token_box.seal(tokens.access_token, account_id=account_id, site_id=site_id, purpose="access"),
+        "status": "active",
+    }
+    if tokens.refresh_token:  # rotated: the old one is dead at the site, so store the new one now
+        values["refreshToken"] = token_box.seal(tokens.refresh_token, account_id=account_id, site_id=site_id, purpose="refresh")
+    remove = ["refreshLockUntil"]
+    if tokens.expires_at is not None:
+        values["tokenExpiresAt"] = tokens.expires_at
+    else:
+        remove.append("tokenExpiresAt")
+    sites.update(account_id, site_id, values, remove=tuple(remove))
+    return tokens.access_token
