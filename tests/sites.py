@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-Handler = Callable[["TestSite", str, dict[str, str], bytes], tuple[int, Any]]
+# A route answers (status, body) or (status, body, response headers).
+Handler = Callable[["TestSite", str, dict[str, str], bytes], tuple[Any, ...]]
 
 
 @dataclass
@@ -59,10 +60,12 @@ class TestSite:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 site.requests.append(Recorded(self.command, self.path, headers, body))
-                status, payload = site.answer(self.command, self.path, headers, body)
+                status, payload, *extra = site.answer(self.command, self.path, headers, body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -86,15 +89,15 @@ class TestSite:
     def domain(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
-    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[Any, ...]:
         if self.required_token and headers.get("authorization") != f"Bearer {self.required_token}":
             return 401, {"error": "unauthorized"}
-        if method == "GET" and path == self.manifest_path and self.manifest is not None:
-            manifest = self.manifest(self) if callable(self.manifest) else self.manifest
-            return 200, manifest
         handler = self.routes.get((method, path))
         if handler is not None:
             return handler(self, path, headers, body)
+        if method == "GET" and path == self.manifest_path and self.manifest is not None:
+            manifest = self.manifest(self) if callable(self.manifest) else self.manifest
+            return 200, manifest
         return 404, {"error": "not found"}
 
     def close(self) -> None:

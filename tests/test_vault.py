@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -217,3 +218,33 @@ def test_refresh_updates_tools_and_a_failed_refresh_keeps_the_old_manifest(clien
     state["broken"] = True
     assert_error(client.post(f"/vault/sites/{created['id']}/refresh", headers=user), 422, "MANIFEST_INVALID")
     assert [t["name"] for t in client.get(f"/vault/sites/{created['id']}", headers=user).json()["tools"]] == ["search", "create"]
+
+
+def redirect_to(location):
+    return lambda site, path, headers, body: (302, b"", {"Location": location})
+
+
+def test_redirect_to_a_private_address_is_invalid_url(client, user, sites):
+    site = sites(routes={("GET", "/m.json"): redirect_to("http://10.0.0.7/m.json")})
+    assert_error(add(client, user, site.origin + "/m.json"), 400, "INVALID_URL")
+
+
+def test_redirect_loop_is_manifest_not_found(client, user, sites):
+    site = sites(routes={("GET", "/a"): redirect_to("/b"), ("GET", "/b"): redirect_to("/a")})
+    response = add(client, user, site.origin + "/a")
+    assert_error(response, 404, "MANIFEST_NOT_FOUND")
+    assert client.get("/vault/sites", headers=user).json()["items"] == []
+
+
+def test_a_redirect_on_the_same_site_is_followed(client, user, sites):
+    site = sites(manifest=rest_manifest, routes={("GET", "/old.json"): redirect_to("/.well-known/servio.json")})
+    assert add(client, user, site.origin + "/old.json").status_code == 201
+
+
+def test_a_manifest_that_never_comes_is_manifest_not_found(client, user, sites):
+    def hang(site, path, headers, body):
+        time.sleep(7)  # past the 5 s manifest timeout
+        return 200, {}
+
+    site = sites(routes={("GET", "/slow.json"): hang})
+    assert_error(add(client, user, site.origin + "/slow.json"), 404, "MANIFEST_NOT_FOUND")
