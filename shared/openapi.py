@@ -38,8 +38,29 @@ def generate() -> str:
     # discover() only recognises `app = SomeResolver(...)`; ours come from make_resolver().
     for handler_file in sorted((ROOT / "functions").glob("*/app.py")):
         merge.add_file(handler_file, resolver_name="app")
+    for schema in _function_url_schemas():
+        merge.add_schema(schema)
     document = json.loads(merge.get_openapi_json_schema())
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _function_url_schemas() -> list[dict]:
+    """Routes served on a function's Function URL (its `url_app`), placed where the API serves them:
+    under the function's mount prefix (template Metadata.LocalUrlPrefix, e.g. POST /chat)."""
+    from shared.local.template import Template
+    from shared.local.workers import load_handler
+
+    schemas = []
+    for spec in Template().functions():
+        if not spec.url_prefix:
+            continue
+        load_handler(spec)
+        url_app = sys.modules[f"conduit_function_{spec.logical_id}"].url_app
+        schema = json.loads(url_app.get_openapi_json_schema())
+        prefix = spec.url_prefix.rstrip("/")
+        schema["paths"] = {(prefix + path).rstrip("/") or "/": item for path, item in schema.get("paths", {}).items()}
+        schemas.append(schema)
+    return schemas
 
 
 def main(argv: list[str]) -> int:

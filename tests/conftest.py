@@ -29,6 +29,7 @@ os.environ.update(
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         # Knobs reach the local stack's functions through the environment, as with `make dev`.
         "ADMIN_EMAILS": "root@example.com",
+        "CHAT_TIMEOUT_SECONDS": "4",  # short, so the deadline test is quick
     }
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)

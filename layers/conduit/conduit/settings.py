@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = Field("conduit", validation_alias="JWT_ISSUER")
     jwt_audience: str = Field("conduit-api", validation_alias="JWT_AUDIENCE")
 
+    # Chat (API.md §7).
+    chat_timeout_seconds: float = Field(90, gt=0, le=900, validation_alias="CHAT_TIMEOUT_SECONDS")
+    default_model: str = Field("local:echo", min_length=3, validation_alias="DEFAULT_MODEL")
+
     # KMS key that encrypts site tokens in the vault.
     vault_key_id: str = Field("alias/VaultKey", validation_alias="VAULT_KEY_ID")
 

@@ -84,6 +84,19 @@ class Repository:
         item = response.get("Item")
         return from_item(item) if item else None
 
+    def delete_keys(self, keys: list[dict[str, str]]) -> None:
+        """Delete items by key, 25 per BatchWriteItem (its limit), retrying what DynamoDB leaves unprocessed."""
+        for start in range(0, len(keys), 25):
+            requests = [{"DeleteRequest": {"Key": to_item(key)}} for key in keys[start : start + 25]]
+            for attempt in range(CONFLICT_ATTEMPTS):
+                unprocessed = self.client.batch_write_item(RequestItems={self.table_name: requests}).get("UnprocessedItems", {})
+                requests = unprocessed.get(self.table_name, [])
+                if not requests:
+                    break
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            if requests:
+                raise RuntimeError(f"{len(requests)} deletes stayed unprocessed")
+
     def query_page(
         self,
         pk: str,

@@ -1,0 +1,95 @@
+"""Sessions (API Gateway) and chat (Lambda Function URL), API.md §7.
+
+POST /chat runs on a Function URL because an exchange may take up to
+CHAT_TIMEOUT_SECONDS (90 s) and API Gateway REST cuts integrations at 29 s.
+One function serves both: events in payload format 2.0 come from the URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from pydantic import Field
+
+from conduit import chat, sessions
+from conduit.access import account_for
+from conduit.api import handler_for, make_resolver
+from conduit.errors import ConduitError
+from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+
+app = make_resolver()  # API Gateway: /sessions
+url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)
+SessionToken = Field(min_length=1, max_length=256)
+
+
+class NewSession(StrictBody):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    model: str | None = Field(None, min_length=3, max_length=200)
+    siteIds: list[str] | None = Field(None, max_length=100)
+    toolAllowList: list[str] | None = Field(None, max_length=500)
+    toolDenyList: list[str] | None = Field(None, max_length=500)
+    ttlSeconds: int = Field(86400, ge=1, le=604800)
+    workspaceId: str | None = Field(None, min_length=1, max_length=64)
+
+
+class ChatRequest(StrictBody):
+    sessionToken: str = SessionToken
+    message: str = Field(min_length=1, max_length=32_000)
+    model: str | None = Field(None, min_length=3, max_length=200)
+    stream: bool = False
+    workspaceId: str | None = Field(None, min_length=1, max_length=64)
+
+
+@app.post("/sessions", tags=["Chat"], summary="Start a chat session")
+def create_session(request: NewSession, caller: CurrentCaller):
+    body = sessions.create_session(
+        account_for(caller, request.workspaceId),
+        title=request.title,
+        model=request.model,
+        site_ids=request.siteIds,
+        allow=request.toolAllowList,
+        deny=request.toolDenyList,
+        ttl_seconds=request.ttlSeconds,
+    )
+    return Response(status_code=201, content_type="application/json", body=body)
+
+
+@app.get("/sessions", tags=["Chat"], summary="The account's sessions, newest first")
+def list_sessions(caller: CurrentCaller, workspace_id: WorkspaceId = None, limit: Limit = 20, cursor: Cursor = None) -> dict:
+    return page_body(sessions.list_sessions(account_for(caller, workspace_id), limit, cursor))
+
+
+@app.get("/sessions/<sessionToken>", tags=["Chat"], summary="A session with its messages")
+def get_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+    return sessions.get_session(sessionToken, account_for(caller, workspace_id))
+
+
+@app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages")
+def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
+    sessions.delete_session(sessionToken, account_for(caller, workspace_id))
+    return Response(status_code=204)
+
+
+@url_app.post("/", tags=["Chat"], summary="Send a message (served at POST /chat)")
+def send_message(request: ChatRequest, caller: CurrentCaller):
+    exchange = chat.new_exchange(account_for(caller, request.workspaceId))
+    accept = url_app.current_event.headers.get("accept") or ""
+    if not (request.stream or "text/event-stream" in accept):
+        return chat.chat(exchange, request.sessionToken, request.message, request.model)
+    # Server-sent events, delivered when the exchange ends (Python Lambdas cannot stream a response).
+    status = 200
+    try:
+        chat.chat(exchange, request.sessionToken, request.message, request.model)
+    except ConduitError as error:
+        exchange.events.append(("error", error.body()))
+        status = error.status
+    return Response(status_code=status, content_type="text/event-stream", body=chat.server_sent_events(exchange.events))
+
+
+_sessions_handler = handler_for(app)
+_chat_handler = handler_for(url_app)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return (_chat_handler if event.get("version") == "2.0" else _sessions_handler)(event, context)

@@ -1,0 +1,171 @@
+"""One chat exchange (API.md §7): the model loop over the session's tools, paid in credits.
+
+The exchange is all or nothing for the conversation: only a successful one
+saves its user message and answer. Credits are spent as work happens (before
+each model turn and each tool call), so work done before a failure stays paid
+and nothing is done that the balance cannot cover. The whole exchange runs
+against one deadline, which bounds every model and tool call in it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conduit import credits
+from conduit.errors import ConduitError
+from conduit.ids import iso, new_id, utc_now
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, compact, resolve_model
+from conduit.outbound import GuardedClient
+from conduit.rate_limit import RateLimiter
+from conduit.repositories.accounts import Account
+from conduit.repositories.sessions import SessionsRepository
+from conduit.repositories.sites import SitesRepository
+from conduit.sessions import find_session, tool_allowed
+from conduit.settings import get_settings
+from conduit.tiers import get_tiers
+from conduit.tool_calls import call_tool
+
+HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
+DEFAULT_MAX_ROUNDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class AvailableTool:
+    site: dict[str, Any]
+    spec: ToolSpec
+
+
+@dataclass
+class Exchange:
+    """What one exchange has done so far."""
+
+    account: Account
+    exchange_id: str
+    deadline: float
+    credits_used: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, Any]] = field(default_factory=list)  # (SSE event, data), in the order they happened
+
+    def remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConduitError("CHAT_TIMEOUT")
+        return remaining
+
+    def charge(self, amount: int, what: str) -> None:
+        credits.spend(self.account.account_id, amount, f"chat: {what}", key=f"{self.exchange_id}:{what}")
+        self.credits_used += amount
+
+
+def available_tools(account: Account, session: dict[str, Any]) -> dict[str, AvailableTool]:
+    """The tools the model may call, by published name: the session's sites (all of the account's
+    when it names none), minus expired sites, filtered by the allow and deny lists."""
+    sites = SitesRepository()
+    site_ids = session.get("siteIds")
+    if site_ids:
+        chosen = []
+        for site_id in site_ids:
+            try:
+                chosen.append(sites.get_site(account.account_id, site_id))
+            except ConduitError:
+                continue  # a site deleted since the session was made: its tools are gone
+    else:
+        chosen = sites.all_sites(account.account_id)
+    tools: dict[str, AvailableTool] = {}
+    for site in chosen:
+        if site["status"] != "active":
+            continue  # one broken site never breaks the others
+        for tool in json.loads(site["toolsJson"]):
+            name = tool["prefixedName"]
+            if name not in tools and tool_allowed(name, session.get("toolAllowList"), session.get("toolDenyList")):
+                tools[name] = AvailableTool(site, ToolSpec(name, tool["description"], tool["inputSchema"]))
+    return tools
+
+
+def _history(session: dict[str, Any]) -> list[Message]:
+    stored = SessionsRepository().recent_messages(session["sessionToken"], HISTORY_MESSAGES - 1)
+    return [Message(role=m["role"], content=m["content"]) for m in stored]
+
+
+def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCall) -> str:
+    """Call one tool the model asked for; the result (or a refusal the model can read) as JSON text."""
+    tool = tools.get(call.name)
+    record = {"tool": call.name, "siteId": tool.site["siteId"] if tool else None, "arguments": call.arguments}
+    exchange.events.append(("tool_use", {"id": call.id, "tool": call.name, "arguments": call.arguments}))
+    started = time.monotonic()
+    if tool is None:  # the model invented it: tell the model, do not fail the exchange
+        result = compact({"error": f"There is no tool named {call.name}"})
+        exchange.tool_calls.append({**record, "status": "error", "durationMs": 0})
+        exchange.events.append(("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)}))
+        return result
+    try:
+        limits = get_tiers()
+        RateLimiter().hit(
+            "outgoing",
+            f"{exchange.account.account_id}#{tool.site['domain']}",
+            limits.outgoing_calls_per_minute_per_domain,
+            code="OUTGOING_RATE_LIMITED",
+        )
+        exchange.charge(limits.costs.tool_call, f"tool {len(exchange.tool_calls) + 1}")
+        client = GuardedClient(timeout=min(exchange.remaining(), 30.0))
+        result = compact(call_tool(tool.site, call.name, call.arguments, client=client))
+        status = "ok"
+    except ConduitError as error:
+        if error.code == "VALIDATION_ERROR":  # arguments failing the schema go back to the model
+            result, status = compact(error.body()), "error"
+        elif time.monotonic() >= exchange.deadline:  # the call was cut by the exchange's deadline
+            raise ConduitError("CHAT_TIMEOUT") from None
+        else:  # the rest end the exchange with their own code
+            raise
+    exchange.tool_calls.append({**record, "status": status, "durationMs": int((time.monotonic() - started) * 1000)})
+    exchange.events.append(("tool_result", {"id": call.id, "tool": call.name, "status": status, "result": json.loads(result)}))
+    return result
+
+
+def new_exchange(account: Account) -> Exchange:
+    return Exchange(account=account, exchange_id=new_id("chat"), deadline=time.monotonic() + get_settings().chat_timeout_seconds)
+
+
+def chat(exchange: Exchange, token: str, message: str, model: str | None) -> dict[str, Any]:
+    """Run one exchange; `exchange` records what happened (tool calls, events, credits) even when it fails."""
+    account = exchange.account
+    session = find_session(token, account)
+    provider, model_id = resolve_model(model or session["model"])
+    tools = available_tools(account, session)
+    messages = [*_history(session), Message(role="user", content=message)]
+    costs = get_tiers().costs
+    answer = ""
+    for round_number in range(1, DEFAULT_MAX_ROUNDS + 1):
+        exchange.remaining()
+        exchange.charge(costs.model_turn, f"model turn {round_number}")
+        turn: ModelTurn = provider.complete(model_id, messages, [t.spec for t in tools.values()], deadline=exchange.deadline)
+        answer = turn.text
+        if not turn.tool_calls:
+            break
+        messages.append(Message(role="assistant", content=turn.text, tool_calls=turn.tool_calls))
+        for call in turn.tool_calls:
+            messages.append(Message(role="tool", content=_run_tool(exchange, tools, call), tool_call_id=call.id))
+    exchange.remaining()  # an answer that arrives after the deadline is a timeout too
+    now = iso(utc_now())
+    SessionsRepository().append_exchange(
+        session,
+        [
+            {"role": "user", "content": message, "createdAt": now, "seq": 0},
+            {"role": "assistant", "content": answer, "createdAt": now, "seq": 1, "toolCallsJson": compact(exchange.tool_calls) if exchange.tool_calls else None},
+        ],
+    )
+    body = {
+        "sessionToken": token,
+        "message": {"role": "assistant", "content": answer},
+        "toolCalls": exchange.tool_calls,
+        "creditsUsed": exchange.credits_used,
+    }
+    exchange.events.extend([("text", {"text": answer}), ("done", body)])
+    return body
+
+
+def server_sent_events(events: list[tuple[str, Any]]) -> str:
+    return "".join(f"event: {name}\ndata: {compact(data)}\n\n" for name, data in events)

@@ -1,0 +1,52 @@
+"""`local:echo`: the deterministic offline model of API.md §7, for development and tests.
+
+For each line of the user message reading `call <prefixedToolName> <json object>`
+it calls that tool, one per turn, in order; then it answers with one line per
+call, `<prefixedToolName> -> <compact JSON result>`. A message with no such
+line is answered `echo: <message>`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from conduit.errors import ConduitError
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec
+
+_CALL_LINE = re.compile(r"^\s*call\s+(\S+)\s+(\{.*\})\s*$")
+
+
+def planned_calls(message: str) -> list[tuple[str, dict]]:
+    calls = []
+    for line in message.splitlines():
+        match = _CALL_LINE.match(line)
+        if match:
+            try:
+                arguments = json.loads(match.group(2))
+            except ValueError:
+                continue  # not a call line: a line that only looks like one
+            if isinstance(arguments, dict):
+                calls.append((match.group(1), arguments))
+    return calls
+
+
+class EchoModel:
+    def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+        if time.monotonic() > deadline:
+            raise ConduitError("CHAT_TIMEOUT")
+        last_user = max(index for index, message in enumerate(messages) if message.role == "user")
+        user_message = messages[last_user].content
+        results = [message for message in messages[last_user + 1 :] if message.role == "tool"]
+        calls = planned_calls(user_message)
+        if not calls:
+            return ModelTurn(text=f"echo: {user_message}")
+        if len(results) < len(calls):
+            name, arguments = calls[len(results)]
+            return ModelTurn(text="", tool_calls=(ToolCall(id=f"call_{len(results) + 1}", name=name, arguments=arguments),))
+        return ModelTurn(text="\n".join(f"{name} -> {result.content}" for (name, _), result in zip(calls, results)))
+
+
+def provider() -> EchoModel:
+    return EchoModel()

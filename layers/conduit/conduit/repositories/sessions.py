@@ -1,0 +1,80 @@
+"""Chat sessions and their messages (TABLE.md rows: session, message).
+
+Messages share their session's partition and its `expiresAt`, so TTL purges a
+session whole; until it does, an expired session still answers 410.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conduit.errors import ConduitError
+from conduit.repositories.base import Page, Repository, to_item, write_transaction
+
+MESSAGE_PREFIX = "MSG#"
+
+
+def session_pk(token: str) -> str:
+    return f"SESSION#{token}"
+
+
+class SessionsRepository(Repository):
+    def create(self, session: dict[str, Any]) -> None:
+        item = {
+            "PK": session_pk(session["sessionToken"]),
+            "SK": "SESSION",
+            "GSI1PK": f"SESSIONS#{session['accountId']}",
+            "GSI1SK": f"{session['createdAt']}#{session['sessionToken']}",
+            **session,
+        }
+        self.client.put_item(TableName=self.table_name, Item=to_item(item), ConditionExpression="attribute_not_exists(PK)")
+
+    def find(self, token: str) -> dict[str, Any] | None:
+        return self.get(session_pk(token), "SESSION")
+
+    def list_for_account(self, account_id: str, limit: int, cursor: str | None) -> Page:
+        return self.query_page(f"SESSIONS#{account_id}", index="GSI1", limit=limit, cursor=cursor, newest_first=True)
+
+    def recent_messages(self, token: str, count: int) -> list[dict[str, Any]]:
+        """The last `count` messages, oldest first."""
+        page = self.query_page(session_pk(token), sk_prefix=MESSAGE_PREFIX, limit=count, newest_first=True)
+        return list(reversed(page.items))
+
+    def all_messages(self, token: str) -> list[dict[str, Any]]:
+        messages, cursor = [], None
+        while True:
+            page = self.query_page(session_pk(token), sk_prefix=MESSAGE_PREFIX, limit=100, cursor=cursor)
+            messages.extend(page.items)
+            if page.next_cursor is None:
+                return messages
+            cursor = page.next_cursor
+
+    def append_exchange(self, session: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        """The user message and the answer of one exchange, together or not at all, and only
+        while the session still exists (a concurrent delete wins)."""
+        token = session["sessionToken"]
+        items: list[dict[str, Any]] = [
+            {
+                "ConditionCheck": {
+                    "TableName": self.table_name,
+                    "Key": to_item({"PK": session_pk(token), "SK": "SESSION"}),
+                    "ConditionExpression": "attribute_exists(PK)",
+                }
+            }
+        ]
+        for message in messages:
+            item = {"PK": session_pk(token), "SK": f"{MESSAGE_PREFIX}{message['createdAt']}#{message['seq']}", "expiresAt": session["expiresAt"], **message}
+            items.append({"Put": {"TableName": self.table_name, "Item": to_item(item)}})
+        write_transaction(self.client, items)
+
+    def delete(self, token: str) -> None:
+        """The session first (so it answers 404 at once), then its messages."""
+        try:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key=to_item({"PK": session_pk(token), "SK": "SESSION"}),
+                ConditionExpression="attribute_exists(PK)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise ConduitError("SESSION_NOT_FOUND") from None
+        self.delete_keys([{"PK": message["PK"], "SK": message["SK"]} for message in self.all_messages(token)])
