@@ -87,7 +87,9 @@ def available_tools(account: Account, session: dict[str, Any]) -> dict[str, Avai
 
 def _history(session: dict[str, Any]) -> list[Message]:
     stored = SessionsRepository().recent_messages(session["sessionToken"], HISTORY_MESSAGES - 1)
-    return [Message(role=m["role"], content=m["content"]) for m in stored]
+    # An exchange that ended on tool calls has an empty answer. Providers drop blank turns, which
+    # would leave two user turns in a row (Bedrock refuses that), so the history says so in words.
+    return [Message(role=m["role"], content=m["content"] or "(no text answer)") for m in stored]
 
 
 def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCall) -> str:

@@ -79,5 +79,14 @@ def model_error(provider: str, detail: str) -> ConduitError:
     return ConduitError("MODEL_ERROR", f"The {provider} model failed: {detail}")
 
 
+def checked_tool_call(provider: str, block: str, call_id: Any, name: Any, arguments: Any) -> ToolCall:
+    """A tool call from a provider's answer, or MODEL_ERROR when the provider sent a malformed one."""
+    if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
+        raise model_error(provider, f"a {block} block lacks its id or name")
+    if not isinstance(arguments, dict):
+        raise model_error(provider, "tool call arguments are not a JSON object")
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
 def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
