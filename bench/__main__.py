@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import cold_import, dynamodb_requests
+from bench import chat_overhead, cold_import, dynamodb_requests
 
 
 def main() -> None:
@@ -23,6 +23,9 @@ def main() -> None:
     print(f"{'route':<26}{'requests':>9}  operations")
     for row in results["dynamodb_requests"]:
         print(f"{row['route']:<26}{row['requests']:>9}  {', '.join(row['operations'])}")
+    results["chat_overhead"] = overhead = chat_overhead.measure()
+    print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
+    print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")
     output = Path(__file__).parent / "results" / "latest.json"
     output.parent.mkdir(exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
