@@ -12,7 +12,7 @@ app = make_resolver()
 
 @app.get("/billing", tags=["Billing"], summary="Billing overview of the account")
 def overview(caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:
-    account = account_for(caller, workspace_id)
+    account = account_for(caller, workspace_id, "billing")
     return {
         "accountId": account.account_id,
         "tier": account.tier,
@@ -32,7 +32,7 @@ def ledger(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict:
-    return page_body(credits.ledger_page(account_for(caller, workspace_id).account_id, limit, cursor))
+    return page_body(credits.ledger_page(account_for(caller, workspace_id, "billing").account_id, limit, cursor))
 
 
 lambda_handler = handler_for(app)

@@ -44,7 +44,7 @@ class ChatRequest(StrictBody):
 @app.post("/sessions", tags=["Chat"], summary="Start a chat session")
 def create_session(request: NewSession, caller: CurrentCaller):
     body = sessions.create_session(
-        account_for(caller, request.workspaceId),
+        account_for(caller, request.workspaceId, "write"),
         title=request.title,
         model=request.model,
         site_ids=request.siteIds,
@@ -57,23 +57,23 @@ def create_session(request: NewSession, caller: CurrentCaller):
 
 @app.get("/sessions", tags=["Chat"], summary="The account's sessions, newest first")
 def list_sessions(caller: CurrentCaller, workspace_id: WorkspaceId = None, limit: Limit = 20, cursor: Cursor = None) -> dict:
-    return page_body(sessions.list_sessions(account_for(caller, workspace_id), limit, cursor))
+    return page_body(sessions.list_sessions(account_for(caller, workspace_id, "read"), limit, cursor))
 
 
 @app.get("/sessions/<sessionToken>", tags=["Chat"], summary="A session with its messages")
 def get_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
-    return sessions.get_session(sessionToken, account_for(caller, workspace_id))
+    return sessions.get_session(sessionToken, account_for(caller, workspace_id, "read"))
 
 
 @app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages")
 def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
-    sessions.delete_session(sessionToken, account_for(caller, workspace_id))
+    sessions.delete_session(sessionToken, account_for(caller, workspace_id, "write"))
     return Response(status_code=204)
 
 
 @url_app.post("/", tags=["Chat"], summary="Send a message (served at POST /chat)")
 def send_message(request: ChatRequest, caller: CurrentCaller):
-    exchange = chat.new_exchange(account_for(caller, request.workspaceId))
+    exchange = chat.new_exchange(account_for(caller, request.workspaceId, "write"))
     accept = url_app.current_event.headers.get("accept") or ""
     if not (request.stream or "text/event-stream" in accept):
         return chat.chat(exchange, request.sessionToken, request.message, request.model)

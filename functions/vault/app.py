@@ -40,7 +40,7 @@ class TokenChange(StrictBody):
 
 @app.post("/vault/sites", tags=["Vault"], summary="Connect a site: fetch and validate its manifest, store its token")
 def add_site(site: NewSite, caller: CurrentCaller):
-    account = account_for(caller, site.workspaceId)
+    account = account_for(caller, site.workspaceId, "write")
     body = vault.add_site(account, site.url, site.token, site.refreshToken)
     return Response(status_code=201, content_type="application/json", body=body)
 
@@ -52,38 +52,38 @@ def list_sites(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict:
-    return page_body(vault.list_sites(account_for(caller, workspace_id), limit, cursor))
+    return page_body(vault.list_sites(account_for(caller, workspace_id, "read"), limit, cursor))
 
 
 @app.get("/vault/sites/<siteId>", tags=["Vault"], summary="A site with its tools")
 def get_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
-    return vault.get_site(account_for(caller, workspace_id), siteId)
+    return vault.get_site(account_for(caller, workspace_id, "read"), siteId)
 
 
 @app.patch("/vault/sites/<siteId>", tags=["Vault"], summary="Replace the stored token")
 def replace_token(siteId: str, change: TokenChange, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
-    return vault.replace_token(account_for(caller, workspace_id), siteId, change.token)
+    return vault.replace_token(account_for(caller, workspace_id, "write"), siteId, change.token)
 
 
 @app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site")
 def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
-    vault.delete_site(account_for(caller, workspace_id), siteId)
+    vault.delete_site(account_for(caller, workspace_id, "write"), siteId)
     return Response(status_code=204)
 
 
 @app.post("/vault/sites/<siteId>/refresh", tags=["Vault"], summary="Re-fetch the manifest (the old one stays on failure)")
 def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
-    return vault.refresh_manifest(account_for(caller, workspace_id), siteId)
+    return vault.refresh_manifest(account_for(caller, workspace_id, "write"), siteId)
 
 
 @app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site")
 def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
-    return site_oauth.start(account_for(caller, request.workspaceId), request.url, request.redirectUri)
+    return site_oauth.start(account_for(caller, request.workspaceId, "write"), request.url, request.redirectUri)
 
 
 @app.post("/vault/oauth/complete", tags=["Vault"], summary="Exchange the authorization code and store the site")
 def oauth_complete(request: OAuthComplete, caller: CurrentCaller):
-    body = site_oauth.complete(account_for(caller, request.workspaceId), request.state, request.code)
+    body = site_oauth.complete(account_for(caller, request.workspaceId, "write"), request.state, request.code)
     return Response(status_code=201, content_type="application/json", body=body)
 
 

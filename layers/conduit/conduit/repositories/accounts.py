@@ -64,6 +64,7 @@ class Account:
     credits: int
     subscription_status: SubscriptionStatus
     created_at: str
+    name: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Account:
@@ -76,6 +77,7 @@ class Account:
             credits=int(item["credits"]),
             subscription_status=item["subscriptionStatus"],
             created_at=item["createdAt"],
+            name=item.get("name"),
         )
 
 
@@ -89,6 +91,7 @@ class AccountsRepository(Repository):
         tier: str = "free",
         signup_credits: int,
         now: datetime,
+        name: str | None = None,
     ) -> list[dict[str, Any]]:
         """TransactWriteItems entries creating an account (and its signup grant).
 
@@ -114,6 +117,8 @@ class AccountsRepository(Repository):
             # on it (see credits.py), which keeps ledger order = commit order.
             "balanceChangedAt": created_at,
         }
+        if name is not None:
+            account["name"] = name
         items = [self._put(account, condition="attribute_not_exists(PK)")]
         if signup_credits > 0:
             entry = ledger_entry_item(

@@ -84,6 +84,16 @@ class Repository:
         item = response.get("Item")
         return from_item(item) if item else None
 
+    def query_all(self, pk: str, *, sk_prefix: str | None = None, index: str | None = None) -> list[dict[str, Any]]:
+        """Every item of a partition (for small, bounded partitions: a session, a workspace)."""
+        items, cursor = [], None
+        while True:
+            page = self.query_page(pk, sk_prefix=sk_prefix, index=index, limit=100, cursor=cursor)
+            items.extend(page.items)
+            if page.next_cursor is None:
+                return items
+            cursor = page.next_cursor
+
     def delete_keys(self, keys: list[dict[str, str]]) -> None:
         """Delete items by key, 25 per BatchWriteItem (its limit), retrying what DynamoDB leaves unprocessed."""
         for start in range(0, len(keys), 25):

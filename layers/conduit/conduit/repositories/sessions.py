@@ -41,13 +41,7 @@ class SessionsRepository(Repository):
         return list(reversed(page.items))
 
     def all_messages(self, token: str) -> list[dict[str, Any]]:
-        messages, cursor = [], None
-        while True:
-            page = self.query_page(session_pk(token), sk_prefix=MESSAGE_PREFIX, limit=100, cursor=cursor)
-            messages.extend(page.items)
-            if page.next_cursor is None:
-                return messages
-            cursor = page.next_cursor
+        return self.query_all(session_pk(token), sk_prefix=MESSAGE_PREFIX)
 
     def append_exchange(self, session: dict[str, Any], messages: list[dict[str, Any]]) -> None:
         """The user message and the answer of one exchange, together or not at all, and only

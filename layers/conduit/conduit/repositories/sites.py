@@ -59,13 +59,7 @@ class SitesRepository(Repository):
 
     def all_sites(self, account_id: str) -> list[dict[str, Any]]:
         """Every site of the account (bounded by the tier's site limit), for assembling tools."""
-        sites, cursor = [], None
-        while True:
-            page = self.list_sites(account_id, 100, cursor)
-            sites.extend(page.items)
-            if page.next_cursor is None:
-                return sites
-            cursor = page.next_cursor
+        return self.query_all(account_pk(account_id), sk_prefix=SITE_PREFIX)
 
     def update(self, account_id: str, site_id: str, values: dict[str, Any], remove: tuple[str, ...] = ()) -> dict[str, Any]:
         """Set (and remove) attributes of an existing site; NOT_FOUND if it is gone."""

@@ -1,0 +1,103 @@
+"""Workspaces (API.md §10): Team accounts shared between members with roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conduit.access import account_for, workspace_role
+from conduit.auth import Caller
+from conduit.errors import ConduitError, validation_error
+from conduit.identity import normalize_email
+from conduit.ids import iso, new_id, utc_now
+from conduit.limits import require_feature
+from conduit.repositories.accounts import Account, AccountsRepository
+from conduit.repositories.users import UsersRepository
+from conduit.repositories.workspaces import WorkspacesRepository, member_item
+from conduit.tiers import get_tiers
+
+ASSIGNABLE_ROLES = ("admin", "member", "viewer")  # nobody sets `owner`: there is one, the creator
+
+
+def workspace_view(account: Account, role: str) -> dict[str, Any]:
+    return {
+        "id": account.account_id,
+        "name": account.name,
+        "ownerId": account.owner_id,
+        "role": role,
+        "tier": account.tier,
+        "credits": account.credits,
+        "createdAt": account.created_at,
+    }
+
+
+def member_view(member: dict[str, Any]) -> dict[str, Any]:
+    return {"userId": member["userId"], "email": member["email"], "role": member["role"]}
+
+
+def _check_role(role: str) -> None:
+    if role not in ASSIGNABLE_ROLES:
+        raise validation_error("role", f"must be one of {', '.join(ASSIGNABLE_ROLES)} (there is one owner: the creator)")
+
+
+def create(caller: Caller, name: str) -> dict[str, Any]:
+    require_feature(get_tiers().tier(caller.account.tier), "workspaces")  # WORKSPACE_REQUIRED
+    workspace_id, now = new_id("ws"), utc_now()
+    account_items = AccountsRepository().new_account_items(
+        workspace_id, kind="workspace", owner_id=caller.user_id, tier="team", signup_credits=0, now=now, name=name
+    )
+    owner = member_item(workspace_id, caller.user_id, caller.user.email, "owner", iso(now))
+    WorkspacesRepository().create(account_items, owner, get_tiers().tier("team").max_workspace_members)
+    account, role = workspace_role(caller, workspace_id)
+    return workspace_view(account, role)
+
+
+def list_for(caller: Caller) -> list[dict[str, Any]]:
+    workspaces = []
+    for membership in WorkspacesRepository().memberships(caller.user_id):
+        try:
+            account, role = workspace_role(caller, membership["workspaceId"])
+        except ConduitError:
+            continue  # deleted while we listed
+        workspaces.append(workspace_view(account, role))
+    return workspaces
+
+
+def get(caller: Caller, workspace_id: str) -> dict[str, Any]:
+    account, role = workspace_role(caller, workspace_id)
+    return workspace_view(account, role)
+
+
+def delete(caller: Caller, workspace_id: str) -> None:
+    account_for(caller, workspace_id, "delete_workspace")
+    WorkspacesRepository().delete(workspace_id)
+
+
+def add_member(caller: Caller, workspace_id: str, email: str, role: str) -> tuple[dict[str, Any], bool]:
+    """Add a registered user (idempotent: an existing member gets the role asked for). Returns
+    (member, created)."""
+    _check_role(role)
+    workspace = account_for(caller, workspace_id, "manage_members")
+    user = UsersRepository().find_by_email(normalize_email(email))
+    if user is None:
+        raise ConduitError("NOT_FOUND", "No registered user has this email")
+    workspaces = WorkspacesRepository()
+    member = member_item(workspace_id, user.id, user.email, role, iso(utc_now()))
+    if workspaces.add_member(member, get_tiers().tier(workspace.tier).max_workspace_members):
+        return member_view(member), True
+    return member_view(workspaces.set_role(workspace_id, user.id, role)), False
+
+
+def list_members(caller: Caller, workspace_id: str) -> list[dict[str, Any]]:
+    account_for(caller, workspace_id, "read")
+    return [member_view(member) for member in WorkspacesRepository().members(workspace_id)]
+
+
+def change_role(caller: Caller, workspace_id: str, user_id: str, role: str) -> dict[str, Any]:
+    _check_role(role)
+    account_for(caller, workspace_id, "manage_members")
+    return member_view(WorkspacesRepository().set_role(workspace_id, user_id, role))
+
+
+def remove_member(caller: Caller, workspace_id: str, user_id: str) -> None:
+    account_for(caller, workspace_id, "manage_members")
+    WorkspacesRepository().remove_member(workspace_id, user_id)
