@@ -47,7 +47,10 @@ def test_docs_page_is_browsable(api):
     assert "SwaggerUIBundle" in response.text and '"/health"' in response.text
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/no/such/route"), ("POST", "/health"), ("DELETE", "/docs")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/no/such/route"), ("POST", "/health"), ("DELETE", "/docs"), ("TRACE", "/health"), ("BREW", "/auth/me")],
+)
 def test_unknown_route_or_method_is_404_not_found(api, method, path):
     response = api.request(method, path)
     assert response.status_code == 404

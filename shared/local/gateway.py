@@ -230,7 +230,12 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
             elapsed = (time.perf_counter() - started) * 1000
             print(f"{self.command} {self.path} -> {status} ({elapsed:.0f} ms)", file=sys.stderr, flush=True)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_request
+    def __getattr__(self, name: str) -> Any:
+        # Every method goes through routing, as at API Gateway: TRACE, CONNECT or an invented
+        # method get the template's answer for an unknown route, not http.server's 501.
+        if name.startswith("do_"):
+            return self.do_request
+        raise AttributeError(name)
 
     def _handle(self) -> int:
         length = int(self.headers.get("Content-Length") or 0)
