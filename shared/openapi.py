@@ -41,6 +41,7 @@ def generate() -> str:
     for schema in _function_url_schemas():
         merge.add_schema(schema)
     document = json.loads(merge.get_openapi_json_schema())
+    _document_errors(document, _public_operations())
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
@@ -61,6 +62,69 @@ def _function_url_schemas() -> list[dict]:
         schema["paths"] = {(prefix + path).rstrip("/") or "/": item for path, item in schema.get("paths", {}).items()}
         schemas.append(schema)
     return schemas
+
+
+ERROR_BODY = {
+    "type": "object",
+    "required": ["error", "code", "statusCode"],
+    "properties": {
+        "error": {"type": "string", "description": "Human-readable description"},
+        "code": {"type": "string", "description": "Catalogue code, e.g. VALIDATION_ERROR"},
+        "statusCode": {"type": "integer", "description": "Equal to the HTTP status"},
+        "details": {
+            "type": "array",
+            "description": "VALIDATION_ERROR only: which fields failed and why",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+ERROR_RESPONSES = {
+    "400": "VALIDATION_ERROR (details name the fields), or another 400 code of the operation",
+    "401": "UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED or TOKEN_REVOKED",
+    "403": "TERMS_NOT_ACCEPTED, ADMIN_REQUIRED, PERMISSION_DENIED or a tier code",
+    "429": "RATE_LIMITED (with Retry-After)",
+    "default": "Any other error: the same body, with the operation's code and status",
+}
+
+
+def _public_operations() -> set[tuple[str, str]]:
+    """(method, path) of routes marked @public: they take no token."""
+    from shared.local.template import Template
+    from shared.local.workers import load_handler
+
+    public = set()
+    for spec in Template().functions():
+        load_handler(spec)
+        module = sys.modules[f"conduit_function_{spec.logical_id}"]
+        for name, prefix in (("app", ""), ("url_app", (spec.url_prefix or "").rstrip("/"))):
+            resolver = getattr(module, name, None)
+            for route in [*getattr(resolver, "_static_routes", []), *getattr(resolver, "_dynamic_routes", [])]:
+                if getattr(route.func, "__conduit_public__", None) is not None:
+                    public.add((route.method.lower(), (prefix + route.openapi_path).rstrip("/") or "/"))
+    return public
+
+
+def _document_errors(document: dict, public: set[tuple[str, str]]) -> None:
+    """Every error has the same body (API.md §1); Powertools documents its own 422 shape instead."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(unused, None)
+    schemas["ErrorBody"] = ERROR_BODY
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            authenticated = (method, path) not in public
+            codes = ["400", "401", "403", "429", "default"] if authenticated else ["400", "429", "default"]
+            for code in codes:
+                responses[code] = {"description": ERROR_RESPONSES[code], "content": body}
+            if authenticated:
+                operation["security"] = [{"bearerAuth": []}]
 
 
 def main(argv: list[str]) -> int:

@@ -46,7 +46,7 @@ def test_no_request_gets_a_server_error(fuzz_stack):
             "--header",
             f"Authorization: {headers['Authorization']}",
             "--checks",
-            "not_a_server_error",
+            "not_a_server_error,response_schema_conformance",
             # Keep the token alive for the whole run.
             "--exclude-path-regex",
             "/auth/logout.*|/revoke-tokens",

@@ -45,7 +45,7 @@ def update_user(userId: str, change: UserChange, caller: CurrentCaller) -> dict:
     return admin.update_user(userId, is_admin=change.isAdmin, disabled=change.disabled)
 
 
-@app.post("/admin/users/<userId>/revoke-tokens", tags=["Admin"], summary="Revoke every token of a user")
+@app.post("/admin/users/<userId>/revoke-tokens", tags=["Admin"], summary="Revoke every token of a user", status_code=204)
 def revoke_tokens(userId: str, caller: CurrentCaller):  # noqa: N803
     admin.revoke_tokens(userId)
     return Response(status_code=204)

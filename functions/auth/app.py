@@ -43,11 +43,10 @@ def session_body(session: identity.Session) -> dict[str, Any]:
     }
 
 
-@app.post("/auth/register", tags=["Auth"], summary="Create an account")
+@app.post("/auth/register", tags=["Auth"], summary="Create an account", status_code=201)
 @public(limit_by_ip=True)
-def register(request: RegisterRequest):
-    session = identity.register(request.email, request.password, request.name)
-    return Response(status_code=201, content_type="application/json", body=session_body(session))
+def register(request: RegisterRequest) -> dict:
+    return session_body(identity.register(request.email, request.password, request.name))
 
 
 @app.post("/auth/login", tags=["Auth"], summary="Sign in")
@@ -62,13 +61,13 @@ def refresh(request: RefreshRequest) -> dict:
     return session_body(identity.refresh(request.refreshToken))
 
 
-@app.post("/auth/logout", tags=["Auth"], summary="Revoke this login's tokens")
+@app.post("/auth/logout", tags=["Auth"], summary="Revoke this login's tokens", status_code=204)
 def logout(caller: CurrentCaller):
     identity.logout(caller.user_id, caller.session_id)
     return Response(status_code=204)
 
 
-@app.post("/auth/logout-all", tags=["Auth"], summary="Revoke every login of the user")
+@app.post("/auth/logout-all", tags=["Auth"], summary="Revoke every login of the user", status_code=204)
 def logout_all(caller: CurrentCaller):
     identity.logout_all(caller.user_id)
     return Response(status_code=204)

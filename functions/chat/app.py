@@ -41,9 +41,9 @@ class ChatRequest(StrictBody):
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
-@app.post("/sessions", tags=["Chat"], summary="Start a chat session")
-def create_session(request: NewSession, caller: CurrentCaller):
-    body = sessions.create_session(
+@app.post("/sessions", tags=["Chat"], summary="Start a chat session", status_code=201)
+def create_session(request: NewSession, caller: CurrentCaller) -> dict:
+    return sessions.create_session(
         account_for(caller, request.workspaceId, "write"),
         title=request.title,
         model=request.model,
@@ -52,7 +52,6 @@ def create_session(request: NewSession, caller: CurrentCaller):
         deny=request.toolDenyList,
         ttl_seconds=request.ttlSeconds,
     )
-    return Response(status_code=201, content_type="application/json", body=body)
 
 
 @app.get("/sessions", tags=["Chat"], summary="The account's sessions, newest first")
@@ -65,7 +64,7 @@ def get_session(sessionToken: str, caller: CurrentCaller, workspace_id: Workspac
     return sessions.get_session(sessionToken, account_for(caller, workspace_id, "read"))
 
 
-@app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages")
+@app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages", status_code=204)
 def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     sessions.delete_session(sessionToken, account_for(caller, workspace_id, "write"))
     return Response(status_code=204)

@@ -38,11 +38,9 @@ class TokenChange(StrictBody):
     token: str = Field(min_length=1, max_length=8192)
 
 
-@app.post("/vault/sites", tags=["Vault"], summary="Connect a site: fetch and validate its manifest, store its token")
-def add_site(site: NewSite, caller: CurrentCaller):
-    account = account_for(caller, site.workspaceId, "write")
-    body = vault.add_site(account, site.url, site.token, site.refreshToken)
-    return Response(status_code=201, content_type="application/json", body=body)
+@app.post("/vault/sites", tags=["Vault"], summary="Connect a site: fetch and validate its manifest, store its token", status_code=201)
+def add_site(site: NewSite, caller: CurrentCaller) -> dict:
+    return vault.add_site(account_for(caller, site.workspaceId, "write"), site.url, site.token, site.refreshToken)
 
 
 @app.get("/vault/sites", tags=["Vault"], summary="The account's sites (tokens are never returned)")
@@ -65,7 +63,7 @@ def replace_token(siteId: str, change: TokenChange, caller: CurrentCaller, works
     return vault.replace_token(account_for(caller, workspace_id, "write"), siteId, change.token)
 
 
-@app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site")
+@app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site", status_code=204)
 def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     vault.delete_site(account_for(caller, workspace_id, "write"), siteId)
     return Response(status_code=204)
@@ -81,10 +79,9 @@ def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
     return site_oauth.start(account_for(caller, request.workspaceId, "write"), request.url, request.redirectUri)
 
 
-@app.post("/vault/oauth/complete", tags=["Vault"], summary="Exchange the authorization code and store the site")
-def oauth_complete(request: OAuthComplete, caller: CurrentCaller):
-    body = site_oauth.complete(account_for(caller, request.workspaceId, "write"), request.state, request.code)
-    return Response(status_code=201, content_type="application/json", body=body)
+@app.post("/vault/oauth/complete", tags=["Vault"], summary="Exchange the authorization code and store the site", status_code=201)
+def oauth_complete(request: OAuthComplete, caller: CurrentCaller) -> dict:
+    return site_oauth.complete(account_for(caller, request.workspaceId, "write"), request.state, request.code)
 
 
 lambda_handler = handler_for(app)

@@ -29,9 +29,9 @@ class RoleChange(StrictBody):
     role: RoleName
 
 
-@app.post("/workspaces", tags=["Workspaces"], summary="Create a workspace (Team plan); the caller becomes its owner")
-def create_workspace(request: NewWorkspace, caller: CurrentCaller):
-    return Response(status_code=201, content_type="application/json", body=workspaces.create(caller, request.name))
+@app.post("/workspaces", tags=["Workspaces"], summary="Create a workspace (Team plan); the caller becomes its owner", status_code=201)
+def create_workspace(request: NewWorkspace, caller: CurrentCaller) -> dict:
+    return workspaces.create(caller, request.name)
 
 
 @app.get("/workspaces", tags=["Workspaces"], summary="The caller's workspaces")
@@ -44,13 +44,19 @@ def get_workspace(workspaceId: str, caller: CurrentCaller) -> dict:  # noqa: N80
     return workspaces.get(caller, workspaceId)
 
 
-@app.delete("/workspaces/<workspaceId>", tags=["Workspaces"], summary="Delete a workspace (owner only)")
+@app.delete("/workspaces/<workspaceId>", tags=["Workspaces"], summary="Delete a workspace (owner only)", status_code=204)
 def delete_workspace(workspaceId: str, caller: CurrentCaller):  # noqa: N803
     workspaces.delete(caller, workspaceId)
     return Response(status_code=204)
 
 
-@app.post("/workspaces/<workspaceId>/members", tags=["Workspaces"], summary="Add a registered user (idempotent)")
+@app.post(
+    "/workspaces/<workspaceId>/members",
+    tags=["Workspaces"],
+    summary="Add a registered user (idempotent: an existing member gets the role, 200)",
+    status_code=201,
+    responses={201: {"description": "Added"}, 200: {"description": "Already a member: the role was set"}},
+)
 def add_member(workspaceId: str, request: NewMember, caller: CurrentCaller):  # noqa: N803
     member, created = workspaces.add_member(caller, workspaceId, request.email, request.role)
     return Response(status_code=201 if created else 200, content_type="application/json", body=member)
@@ -66,7 +72,7 @@ def change_role(workspaceId: str, userId: str, request: RoleChange, caller: Curr
     return workspaces.change_role(caller, workspaceId, userId, request.role)
 
 
-@app.delete("/workspaces/<workspaceId>/members/<userId>", tags=["Workspaces"], summary="Remove a member")
+@app.delete("/workspaces/<workspaceId>/members/<userId>", tags=["Workspaces"], summary="Remove a member", status_code=204)
 def remove_member(workspaceId: str, userId: str, caller: CurrentCaller):  # noqa: N803
     workspaces.remove_member(caller, workspaceId, userId)
     return Response(status_code=204)
