@@ -91,3 +91,19 @@ def test_samconfig_has_dev_and_prod():
         deploy = config[environment]["deploy"]["parameters"]
         assert f"Stage={environment}" in deploy["parameter_overrides"]
         assert deploy["capabilities"] == "CAPABILITY_IAM CAPABILITY_AUTO_EXPAND"
+
+
+def test_every_function_has_error_and_throttle_alarms(template):
+    alarmed = {
+        (resource["Properties"]["Dimensions"][0]["Value"]["Ref"], resource["Properties"]["MetricName"])
+        for resource in template.resources.values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/Lambda"
+    }
+    for name in _functions(template):
+        assert {(name, "Errors"), (name, "Throttles")} <= alarmed, f"{name} lacks an alarm"
+    table_alarms = {
+        resource["Properties"]["MetricName"]
+        for resource in template.resources.values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/DynamoDB"
+    }
+    assert table_alarms == {"ReadThrottleEvents", "WriteThrottleEvents"}
