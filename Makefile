@@ -6,6 +6,7 @@ export SAM_CLI_TELEMETRY := 0
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := .venv-sam
+LINT_VENV := .venv-lint
 PORT ?= 3000
 
 # Python 3.13 explicitly: on these machines it is installed (pyenv) but is not
@@ -39,11 +40,17 @@ $(VENV)/.installed: requirements-dev.txt layers/conduit/requirements.txt
 dev: $(VENV)/.installed
 	PORT=$(PORT) $(PY) -m shared.local
 
-test: $(VENV)/.installed
+# The suite lints the template too (tests/test_template.py), with the lint virtualenv.
+test: $(VENV)/.installed $(LINT_VENV)/.installed
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
-	$(VENV)/bin/cfn-lint template.yaml
+$(LINT_VENV)/.installed: requirements-lint.txt
+	@[ -x $(LINT_VENV)/bin/python ] || $(PYTHON313) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet -r requirements-lint.txt
+	@touch $@
+
+lint: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/cfn-lint template.yaml
 
 $(SAM_VENV)/.installed:
 	@[ -x $(SAM_VENV)/bin/python ] || $(PYTHON313) -m venv $(SAM_VENV)
@@ -66,4 +73,4 @@ bench: $(VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .aws-sam .pytest_cache
