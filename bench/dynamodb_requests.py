@@ -27,17 +27,6 @@ os.environ.update(
 )
 
 
-class _Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    memory_limit_in_mb = 512
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 def measure() -> list[dict[str, Any]]:
     import boto3
     from moto import mock_aws
@@ -45,7 +34,7 @@ def measure() -> list[dict[str, Any]]:
     from shared.local.emulator import create_resources
     from shared.local.gateway import rest_event
     from shared.local.template import Route
-    from shared.local.workers import load_handler
+    from shared.local.workers import LocalLambdaContext, load_handler
 
     template = Template()
     handlers = {spec.logical_id: load_handler(spec) for spec in template.functions()}
@@ -61,7 +50,7 @@ def measure() -> list[dict[str, Any]]:
             headers = [("Authorization", f"Bearer {token}")] if token else []
             raw = json.dumps(body).encode() if body is not None else b""
             event = rest_event(Route(method, "/{proxy+}"), method, path, headers=headers, raw=raw)
-            result = handlers[function](event, _Context())
+            result = handlers[function](event, LocalLambdaContext(function, 512, 29, "bench"))
             return json.loads(result["body"] or "null")
 
         session = call("AuthFunction", "POST", "/auth/register", {"email": "bench@example.com", "password": "bench password"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = ROOT / "layers" / "conduit"
@@ -45,19 +46,22 @@ def generate() -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
+def _function_modules() -> list[tuple[Any, Any]]:
+    """(spec, handler module) of every function of template.yaml."""
+    from shared.local.template import Template
+    from shared.local.workers import load_module
+
+    return [(spec, load_module(spec)) for spec in Template().functions()]
+
+
 def _function_url_schemas() -> list[dict]:
     """Routes served on a function's Function URL (its `url_app`), placed where the API serves them:
     under the function's mount prefix (template Metadata.LocalUrlPrefix, e.g. POST /chat)."""
-    from shared.local.template import Template
-    from shared.local.workers import load_handler
-
     schemas = []
-    for spec in Template().functions():
+    for spec, module in _function_modules():
         if not spec.url_prefix:
             continue
-        load_handler(spec)
-        url_app = sys.modules[f"conduit_function_{spec.logical_id}"].url_app
-        schema = json.loads(url_app.get_openapi_json_schema())
+        schema = json.loads(module.url_app.get_openapi_json_schema())
         prefix = spec.url_prefix.rstrip("/")
         schema["paths"] = {(prefix + path).rstrip("/") or "/": item for path, item in schema.get("paths", {}).items()}
         schemas.append(schema)
@@ -93,13 +97,8 @@ ERROR_RESPONSES = {
 
 def _public_operations() -> set[tuple[str, str]]:
     """(method, path) of routes marked @public: they take no token."""
-    from shared.local.template import Template
-    from shared.local.workers import load_handler
-
     public = set()
-    for spec in Template().functions():
-        load_handler(spec)
-        module = sys.modules[f"conduit_function_{spec.logical_id}"]
+    for spec, module in _function_modules():
         for name, prefix in (("app", ""), ("url_app", (spec.url_prefix or "").rstrip("/"))):
             resolver = getattr(module, name, None)
             for route in [*getattr(resolver, "_static_routes", []), *getattr(resolver, "_dynamic_routes", [])]:

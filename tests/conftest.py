@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from conduit.settings import get_settings  # noqa: E402
 from shared.local.emulator import create_resources, serialize_in_process_moto  # noqa: E402
 from shared.local.stack import LocalStack  # noqa: E402
 from shared.local.template import Template  # noqa: E402
+from shared.local.workers import LocalLambdaContext  # noqa: E402
 
 serialize_in_process_moto()
 
@@ -64,22 +64,9 @@ def aws(template: Template) -> Iterator[None]:
     get_settings.cache_clear()
 
 
-class FakeLambdaContext:
-    function_name = "test"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    memory_limit_in_mb = 512
-    aws_request_id = "test-request"
-    log_group_name = "/aws/lambda/test"
-    log_stream_name = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 @pytest.fixture
 def lambda_context() -> Any:
-    return FakeLambdaContext()
+    return LocalLambdaContext("test", 512, 29, "test-request")
 
 
 @pytest.fixture(scope="session")

@@ -34,3 +34,10 @@ def assert_error(response, status, code):
     body = response.json()
     assert body["code"] == code and body["statusCode"] == status and body["error"]
     assert set(body) <= {"error", "code", "statusCode", "details"}
+
+
+def wait_for_room_in_the_minute(seconds_needed=25):
+    """Fixed rate windows start on the minute: a burst must not straddle two windows."""
+    remaining = 60 - time.time() % 60
+    if remaining < seconds_needed:
+        time.sleep(remaining + 0.5)

@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 
-from .helpers import assert_error, bearer, client_from_new_address, register
+from .helpers import assert_error, bearer, client_from_new_address, register, wait_for_room_in_the_minute
 
 pytestmark = pytest.mark.stack
 def signing_key(stack) -> str:
@@ -152,16 +152,9 @@ def test_authenticated_responses_carry_rate_limit_headers(client):
     assert int(response.headers["X-RateLimit-Reset"]) > time.time()
 
 
-def _wait_for_room_in_the_minute(seconds_needed=25):
-    """Fixed windows start on the minute: a burst must not straddle two windows."""
-    remaining = 60 - time.time() % 60
-    if remaining < seconds_needed:
-        time.sleep(remaining + 0.5)
-
-
 def test_account_limit_admits_exactly_the_limit_under_parallel_requests(client, local_stack):
     session = register(client)
-    _wait_for_room_in_the_minute()
+    wait_for_room_in_the_minute()
     headers = bearer(session["accessToken"])
 
     def me(_):
@@ -178,7 +171,7 @@ def test_account_limit_admits_exactly_the_limit_under_parallel_requests(client, 
 
 
 def test_unauthenticated_auth_routes_are_limited_per_client_ip(local_stack):
-    _wait_for_room_in_the_minute()
+    wait_for_room_in_the_minute()
     with client_from_new_address(local_stack) as client, client_from_new_address(local_stack) as other:
         statuses = [
             client.post("/auth/login", json={"email": "x@example.com", "password": "whatever"}).status_code

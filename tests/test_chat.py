@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .helpers import assert_error, bearer, register
+from .helpers import assert_error, bearer, register, wait_for_room_in_the_minute
 from .sites import TestSite, rest_manifest, tool
 
 pytestmark = pytest.mark.stack
@@ -242,17 +242,11 @@ def test_a_failed_stream_ends_with_an_error_event(client, user):
         failing.close()
 
 
-def _wait_for_room_in_the_minute(seconds_needed=25):
-    remaining = 60 - time.time() % 60
-    if remaining < seconds_needed:
-        time.sleep(remaining + 0.5)
-
-
 def test_the_outgoing_limit_stops_calls_to_a_domain(client, user, site):
     name = connect(client, user, site)["tools"][0]["prefixedName"]
     token = new_session(client, user)
     four_calls = "\n".join(f'call {name} {{"q": "{n}"}}' for n in range(4))
-    _wait_for_room_in_the_minute()
+    wait_for_room_in_the_minute()
     assert send(client, user, token, four_calls).status_code == 200
     assert send(client, user, token, four_calls).status_code == 200
     refused = send(client, user, token, four_calls)  # the 11th call of the minute

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from types import ModuleType
 from typing import Any
 
 from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, FunctionSpec
@@ -58,13 +59,13 @@ class LocalLambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def load_handler(spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
-    """Import a function's handler from its CodeUri with its layers on sys.path, as Lambda does.
+def load_module(spec: FunctionSpec) -> ModuleType:
+    """Import a function's handler module from its CodeUri with its layers on sys.path, as Lambda does.
     The module gets a name of its own, so several functions can share one process (benchmarks)."""
     for layer in spec.layer_dirs:
         if str(layer) not in sys.path:
             sys.path.insert(0, str(layer))
-    module_name, handler_name = spec.handler.rsplit(".", 1)
+    module_name = spec.handler.rsplit(".", 1)[0]
     unique_name = f"conduit_function_{spec.logical_id}"
     module = sys.modules.get(unique_name)
     if module is None:
@@ -73,7 +74,11 @@ def load_handler(spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[unique_name] = module
         module_spec.loader.exec_module(module)
-    return getattr(module, handler_name)
+    return module
+
+
+def load_handler(spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
+    return getattr(load_module(spec), spec.handler.rsplit(".", 1)[1])
 
 
 def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:

@@ -152,16 +152,15 @@ def refresh(site: dict[str, Any]) -> str:
     while True:
         locked = sites.lock_token_refresh(account_id, site_id, int(time.time()), LOCK_LEASE_SECONDS)
         current = locked if locked is not None else sites.get_site(account_id, site_id)
-        if current.get("accessToken") != stale:  # someone else refreshed already
-            if locked is not None:
-                sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
-            return site_token(current)  # type: ignore[return-value]
-        if current["status"] == "expired":
-            if locked is not None:
-                sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
-            raise _expired(current)
+        refreshed, expired = current.get("accessToken") != stale, current["status"] == "expired"
         if locked is not None:
-            return _exchange_and_store(locked)
+            if not (refreshed or expired):
+                return _exchange_and_store(locked)
+            sites.release_token_refresh(account_id, site_id)
+        if refreshed:  # someone else refreshed already
+            return site_token(current)  # type: ignore[return-value]
+        if expired:
+            raise _expired(current)
         if time.monotonic() > deadline:
             raise ConduitError("TOOL_EXECUTION_ERROR", f"Refreshing the token of {site['domain']} took too long")
         time.sleep(0.1)
@@ -180,10 +179,10 @@ def _exchange_and_store(site: dict[str, Any]) -> str:
     try:
         tokens = exchange(site["tokenUrl"], form, outbound_client())
     except TokenRefused:
-        sites.update(account_id, site_id, {"status": "expired"}, remove=("refreshLockUntil",))
+        sites.release_token_refresh(account_id, site_id, {"status": "expired"})
         raise _expired(site) from None
     except BaseException:
-        sites.update(account_id, site_id, {}, remove=("refreshLockUntil",))
+        sites.release_token_refresh(account_id, site_id)
         raise
     values: dict[str, Any] = {
         "accessToken": token_box.seal(tokens.access_token, account_id=account_id, site_id=site_id, purpose="access"),
@@ -196,5 +195,5 @@ def _exchange_and_store(site: dict[str, Any]) -> str:
         values["tokenExpiresAt"] = tokens.expires_at
     else:
         remove.append("tokenExpiresAt")
-    sites.update(account_id, site_id, values, remove=tuple(remove))
+    sites.update(account_id, site_id, values, remove=tuple(remove))  # tokens stored and lock released at once
     return tokens.access_token

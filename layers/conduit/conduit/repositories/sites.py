@@ -137,3 +137,7 @@ class SitesRepository(Repository):
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
         return from_item(response["Attributes"])
+
+    def release_token_refresh(self, account_id: str, site_id: str, values: dict[str, Any] | None = None) -> None:
+        """Release the refresh lock, storing `values` (the new tokens, or the expired status) in the same write."""
+        self.update(account_id, site_id, values or {}, remove=("refreshLockUntil",))
