@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, dynamodb_requests
+from bench import chat_overhead, cold_import, dynamodb_requests, latency
 
 
 def main() -> None:
@@ -26,6 +26,11 @@ def main() -> None:
     results["chat_overhead"] = overhead = chat_overhead.measure()
     print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
     print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")
+    results["latency"] = latency.measure()
+    print("\nLatency of the local stack (each client its own user; a run start is timed to its 202)")
+    print(f"{'operation':<30}{'clients':>8}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}")
+    for row in results["latency"]:
+        print(f"{row['operation']:<30}{row['clients']:>8}{row['requests']:>9}{row['p50_ms']:>9}{row['p95_ms']:>9}{row['requests_per_second']:>8}")
     output = Path(__file__).parent / "results" / "latest.json"
     output.parent.mkdir(exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")

@@ -38,7 +38,8 @@ def generate() -> str:
     )
     # discover() only recognises `app = SomeResolver(...)`; ours come from make_resolver().
     for handler_file in sorted((ROOT / "functions").glob("*/app.py")):
-        merge.add_file(handler_file, resolver_name="app")
+        if "\napp = " in handler_file.read_text():  # Function-URL-only and event-driven functions have none
+            merge.add_file(handler_file, resolver_name="app")
     for schema in _function_url_schemas():
         merge.add_schema(schema)
     document = json.loads(merge.get_openapi_json_schema())

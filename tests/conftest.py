@@ -29,10 +29,27 @@ os.environ.update(
         # Knobs reach the local stack's functions through the environment, as with `make dev`.
         "ADMIN_EMAILS": "root@example.com",
         "CHAT_TIMEOUT_SECONDS": "4",  # short, so the deadline test is quick
+        "RUN_TIMEOUT_SECONDS": "20",  # short, so the run-timeout test is quick
     }
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+
+# Stripe is a fake on loopback (tests/stripe_server.py), started before anything reads
+# settings, so no stack of any test (the fuzz run's included) can reach the real Stripe.
+from tests.stripe_server import API_KEY as STRIPE_API_KEY  # noqa: E402
+from tests.stripe_server import WEBHOOK_SECRET as STRIPE_WEBHOOK_SECRET  # noqa: E402
+from tests.stripe_server import FakeStripe  # noqa: E402
+
+FAKE_STRIPE = FakeStripe()
+os.environ.update(
+    {
+        "STRIPE_SECRET_KEY": STRIPE_API_KEY,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": FAKE_STRIPE.url,
+        "STRIPE_TIER_PRICES": "pro=price_pro,harness=price_harness,team=price_team",
+    }
+)
 
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
@@ -67,6 +84,12 @@ def aws(template: Template) -> Iterator[None]:
 @pytest.fixture
 def lambda_context() -> Any:
     return LocalLambdaContext("test", 512, 29, "test-request")
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> FakeStripe:
+    """Stripe's API on loopback, which every function of every stack in this process calls."""
+    return FAKE_STRIPE
 
 
 @pytest.fixture(scope="session")

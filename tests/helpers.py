@@ -41,3 +41,28 @@ def wait_for_room_in_the_minute(seconds_needed=25):
     remaining = 60 - time.time() % 60
     if remaining < seconds_needed:
         time.sleep(remaining + 0.5)
+
+
+def signed_up(client):
+    """A registered user who accepted the terms: (user id, auth headers)."""
+    session = register(client)
+    headers = bearer(session["accessToken"])
+    client.post("/auth/accept-terms", json={}, headers=headers)
+    return session["user"]["id"], headers
+
+
+def open_account(signup_credits: int = 100) -> str:
+    """A personal account written straight to the table (in-process moto, the `aws` fixture)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from conduit.repositories.accounts import AccountsRepository
+    from conduit.repositories.base import write_transaction
+
+    accounts = AccountsRepository()
+    account_id = f"usr_{uuid.uuid4().hex[:12]}"
+    items = accounts.new_account_items(
+        account_id, kind="personal", owner_id=account_id, signup_credits=signup_credits, now=datetime.now(UTC)
+    )
+    write_transaction(accounts.client, items)
+    return account_id

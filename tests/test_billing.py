@@ -7,17 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .helpers import assert_error, bearer, register
+from .helpers import assert_error, signed_up
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
 def member(client):
-    session = register(client)
-    headers = bearer(session["accessToken"])
-    client.post("/auth/accept-terms", json={}, headers=headers)
-    return session["user"]["id"], headers
+    return signed_up(client)
 
 
 def test_overview_of_a_new_account(client, member):
@@ -30,7 +27,7 @@ def test_overview_of_a_new_account(client, member):
         "credits": 100,  # signupCredits of the default tiers file
         "subscriptionStatus": "none",
         "hasPaymentMethod": False,
-        "autoTopUp": {"enabled": False, "thresholdCredits": 0, "topUpCredits": 0},
+        "autoTopUp": {"enabled": False, "thresholdCredits": 0, "topUpCredits": 0, "lastFailure": None},
     }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -234,12 +236,121 @@ def test_a_failed_stream_ends_with_an_error_event(client, user):
         name = connect(client, user, failing)["tools"][0]["prefixedName"]
         token = new_session(client, user)
         response = send(client, user, token, f'call {name} {{"q": "x"}}', stream=True)
-        assert response.status_code == 502
+        # The status line left with the first event (tool_use), so the error is in the error event.
+        assert response.status_code == 200
         names = [line.removeprefix("event: ") for line in response.text.splitlines() if line.startswith("event:")]
         assert names == ["tool_use", "error"]
+        error = json.loads(response.text.strip().split("\n\n")[-1].split("\n")[1].removeprefix("data: "))
+        assert (error["code"], error["statusCode"]) == ("TOOL_EXECUTION_ERROR", 502)
         assert messages(client, user, token) == []
+        # An error before any event still sets the status, as the only event of the stream.
+        unknown = send(client, user, "sess_" + "x" * 43, "hi", stream=True)
+        assert unknown.status_code == 404 and unknown.text.startswith("event: error\n")
     finally:
         failing.close()
+
+
+class BlockedTool:
+    """A site whose tool answers only once the test releases it, so a test knows where the exchange is."""
+
+    def __init__(self) -> None:
+        self.called, self.release = threading.Event(), threading.Event()
+        self.site = TestSite(manifest=rest_manifest, routes={("POST", "/tools/search"): self._answer})
+
+    def _answer(self, site, path, headers, body):
+        self.called.set()
+        assert self.release.wait(60), "the test never released the tool"
+        return 200, {"found": json.loads(body)["q"]}
+
+
+def sse_events(lines):
+    """(event, data) pairs from an iterator of SSE lines, one at a time, as they arrive."""
+    name = None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield name, json.loads(line.removeprefix("data: "))
+
+
+def test_streamed_events_arrive_while_the_exchange_runs(client, user):
+    tool_site = BlockedTool()
+    try:
+        name = connect(client, user, tool_site.site)["tools"][0]["prefixedName"]
+        token = new_session(client, user)
+        body = {"sessionToken": token, "message": f'call {name} {{"q": "lamps"}}', "stream": True}
+        with client.stream("POST", "/chat", json=body, headers=user["headers"]) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(response.iter_lines())
+            first = next(events)
+            # tool_use arrived while the site still holds the call: nothing can have buffered it.
+            assert first == ("tool_use", {"id": "call_1", "tool": name, "arguments": {"q": "lamps"}})
+            assert not tool_site.release.is_set()
+            tool_site.release.set()
+            rest = list(events)
+        assert [event for event, _ in rest] == ["tool_result", "text", "done"]
+        assert rest[0][1]["result"] == {"found": "lamps"}
+        assert rest[-1][1]["creditsUsed"] == 3
+        assert [m["role"] for m in messages(client, user, token)] == ["user", "assistant"]
+    finally:
+        tool_site.release.set()
+        tool_site.site.close()
+
+
+def _chat_over_a_socket(stack, headers, body):
+    """POST /chat on a raw socket, so the test can hang up mid-stream."""
+    host, port = stack.gateway.server_address[:2]
+    connection = socket.create_connection((host, port), timeout=60)
+    payload = json.dumps(body).encode()
+    head = [f"POST /chat HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    connection.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+    return connection
+
+
+def _aborted_exchanges(stack, token):
+    dynamodb = stack.emulator.client("dynamodb")
+    items = dynamodb.query(
+        TableName="ConduitTable",
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :abort)",
+        ExpressionAttributeValues={":pk": {"S": f"SESSION#{token}"}, ":abort": {"S": "ABORT#"}},
+    )["Items"]
+    return [{key: next(iter(value.values())) for key, value in item.items()} for item in items]
+
+
+def test_a_client_that_hangs_up_mid_stream_aborts_the_exchange(client, user, local_stack):
+    tool_site = BlockedTool()
+    try:
+        name = connect(client, user, tool_site.site)["tools"][0]["prefixedName"]
+        token = new_session(client, user)
+        balance = client.get("/billing", headers=user["headers"]).json()["credits"]
+        body = {"sessionToken": token, "message": f'call {name} {{"q": "lamps"}}', "stream": True}
+        connection = _chat_over_a_socket(local_stack, user["headers"], body)
+        received = b""
+        while b"event: tool_use" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, "the stream ended before tool_use"
+            received += chunk
+        assert tool_site.called.wait(60)  # the tool call is in flight, paid for, and held by the site
+        connection.close()
+        tool_site.release.set()
+
+        deadline = time.monotonic() + 60  # a generous bound on the wait, not a measured duration
+        while not (aborted := _aborted_exchanges(local_stack, token)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(aborted) == 1, "no STREAM_ABORTED record"
+        (record,) = aborted
+        assert record["code"] == "STREAM_ABORTED" and record["creditsUsed"] == "2"  # the model turn and the tool call
+        assert [(c["tool"], c["status"]) for c in json.loads(record["toolCallsJson"])] == [(name, "ok")]
+        assert messages(client, user, token) == []  # no partial answer, and no user message either
+        # What was done stays paid, and nothing ran after the client left (no second model turn).
+        assert client.get("/billing", headers=user["headers"]).json()["credits"] == balance - 2
+        ledger = client.get("/billing/ledger", headers=user["headers"]).json()["items"]
+        assert [entry["reason"] for entry in ledger[:2]] == ["chat: tool 1", "chat: model turn 1"]
+    finally:
+        tool_site.release.set()
+        tool_site.site.close()
 
 
 def test_the_outgoing_limit_stops_calls_to_a_domain(client, user, site):

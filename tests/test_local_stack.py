@@ -98,11 +98,13 @@ def test_routing_prefers_literal_then_parameter_then_greedy():
 def test_function_url_mount_strips_its_prefix():
     class Pool:
         class spec:  # noqa: N801 - mimics FunctionPool.spec
+            logical_id = "AgentsFunction"
             routes = [Route("GET", "/agents/{proxy+}")]
             url_prefix = None
 
     class UrlPool:
         class spec:  # noqa: N801
+            logical_id = "StripeWebhookFunction"
             routes = []
             url_prefix = "/stripe/webhook"
 

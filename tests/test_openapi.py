@@ -23,6 +23,8 @@ def test_every_operation_documents_the_error_body_and_its_auth():
     assert document["components"]["schemas"]["ErrorBody"]["required"] == ["error", "code", "statusCode"]
     assert "HTTPValidationError" not in json.dumps(document)  # Powertools' 422 shape is never sent
     public = {("get", "/health"), ("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh")}
+    public.add(("post", "/stripe/webhook"))  # Stripe signs each delivery instead
+    public.add(("post", "/webhooks/{agentId}"))  # the agent's X-Webhook-Secret instead
     for path, item in document["paths"].items():
         for method, operation in item.items():
             responses = operation["responses"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -46,6 +47,19 @@ def test_every_handler_exists(template):
         module, function = spec.handler.rsplit(".", 1)
         source = (spec.code_dir / f"{module}.py").read_text()
         assert f"{function} = " in source or f"def {function}(" in source, spec.logical_id
+
+
+def test_the_chat_url_streams_through_the_lambda_web_adapter(template):
+    """Python runtimes stream only through an adapter: its layer, its wrapper, its invoke mode, our script."""
+    props = template.resources["ChatStreamFunction"]["Properties"]
+    assert props["FunctionUrlConfig"]["InvokeMode"] == "RESPONSE_STREAM"
+    variables = props["Environment"]["Variables"]
+    assert (variables["AWS_LAMBDA_EXEC_WRAPPER"], variables["AWS_LWA_INVOKE_MODE"]) == ("/opt/bootstrap", "response_stream")
+    assert any(":layer:LambdaAdapterLayerArm64:" in layer["Fn::Sub"] for layer in props["Layers"] if "Fn::Sub" in layer)
+    script = ROOT / props["CodeUri"] / props["Handler"]
+    assert os.access(script, os.X_OK) and "conduit.stream_server app.lambda_handler" in script.read_text()
+    (spec,) = [spec for spec in template.functions() if spec.logical_id == "ChatStreamFunction"]
+    assert spec.handler == "app.lambda_handler" and spec.response_stream and [d.name for d in spec.layer_dirs] == ["conduit"]
 
 
 def test_every_function_has_an_explicit_log_group_with_retention(template):
@@ -110,3 +124,38 @@ def test_every_function_has_error_and_throttle_alarms(template):
         if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/DynamoDB"
     }
     assert table_alarms == {"ReadThrottleEvents", "WriteThrottleEvents"}
+
+
+def test_the_run_state_machine_is_one_definition_for_aws_and_local(template):
+    """shared/statemachines/agent_run.asl.json, with DefinitionSubstitutions applied as SAM does."""
+    import json
+
+    (resource,) = [r for r in template.resources.values() if r["Type"] == "AWS::Serverless::StateMachine"]
+    assert resource["Properties"]["Type"] == "STANDARD"
+    assert resource["Properties"]["DefinitionUri"] == "shared/statemachines/agent_run.asl.json"
+    (definition,) = template.state_machines().values()
+    machine = json.loads(definition)
+    assert machine["TimeoutSeconds"] == int(template.parameter_values["RunTimeoutSeconds"])
+
+    def tasks(states):
+        for name, state in states.items():
+            if state["Type"] == "Task":
+                yield name, state
+            if state["Type"] == "Map":
+                yield from tasks(state["ItemProcessor"]["States"])
+
+    for name, state in tasks(machine["States"]):
+        assert state["Parameters"]["FunctionName"].endswith(":function:RunStepsFunction"), name
+        (retry, *_) = state["Retry"]
+        assert retry["JitterStrategy"] == "FULL" and retry["BackoffRate"] > 1, name
+    for name in ("Prepare", "ModelTurn", "ToolCalls"):
+        assert machine["States"][name]["Catch"][0]["Next"] == "RecordFailure"
+
+
+def test_the_run_state_machine_has_failure_alarms(template):
+    metrics = {
+        resource["Properties"]["MetricName"]
+        for resource in template.resources.values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/States"
+    }
+    assert metrics == {"ExecutionsFailed", "ExecutionsTimedOut"}

@@ -2,7 +2,9 @@
 
 POST /chat runs on a Function URL because an exchange may take up to
 CHAT_TIMEOUT_SECONDS (90 s) and API Gateway REST cuts integrations at 29 s.
-One function serves both: events in payload format 2.0 come from the URL.
+One module serves both: events in payload format 2.0 come from the URL. On AWS
+the URL is a function of its own (ChatStreamFunction) behind the Lambda Web
+Adapter, so its server-sent events stream (see conduit/stream_server.py).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pydantic import Field
 from conduit import chat, sessions
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
-from conduit.errors import ConduitError
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+from conduit.streaming import EventStream
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)
@@ -76,14 +78,10 @@ def send_message(request: ChatRequest, caller: CurrentCaller):
     accept = url_app.current_event.headers.get("accept") or ""
     if not (request.stream or "text/event-stream" in accept):
         return chat.chat(exchange, request.sessionToken, request.message, request.model)
-    # Server-sent events, delivered when the exchange ends (Python Lambdas cannot stream a response).
-    status = 200
-    try:
-        chat.chat(exchange, request.sessionToken, request.message, request.model)
-    except ConduitError as error:
-        exchange.events.append(("error", error.body()))
-        status = error.status
-    return Response(status_code=status, content_type="text/event-stream", body=chat.server_sent_events(exchange.events))
+    # Streamed as they happen when the invocation has a response stream; the gate's headers go first.
+    window = url_app.context.get("rate_window")
+    events = EventStream(url_app.lambda_context, headers=window.headers() if window else None)
+    return chat.stream_chat(exchange, request.sessionToken, request.message, request.model, events)
 
 
 _sessions_handler = handler_for(app)

@@ -7,20 +7,32 @@ under one lock, which makes each emulated request atomic as it is in AWS:
   processes (their boto3 clients use it through AWS_ENDPOINT_URL);
 - `serialize_in_process_moto()` gives tests that call moto in-process
   (`mock_aws`) from several threads the same guarantee.
+
+moto also executes the Step Functions definitions (its ASL engine). Two things
+it cannot do alone are wired here, as AWS would do them:
+- Lambda: an Invoke (from a state machine's task, or any boto3 client) is
+  forwarded, outside the lock, to the local stack's Lambda endpoint, which
+  runs the function in its worker processes;
+- EventBridge: when an execution ends, a "Step Functions Execution Status
+  Change" event goes to each function whose EventBridgeRule pattern matches.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
+import os
+import re
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import boto3
 
-from shared.local.template import LOCAL_REGION, Template
+from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, EventRule, Template
 
 EMULATOR_LOCK = threading.RLock()
 
@@ -42,14 +54,121 @@ def _serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes
     return serialized_app
 
 
-def _serve(connection: Any, port: int) -> None:
+LAMBDA_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+
+
+def _with_lambda(app: Callable[..., Iterable[bytes]], lambda_endpoint: str) -> Callable[..., Iterable[bytes]]:
+    """Send Lambda Invoke requests to the local stack's functions, the rest to moto.
+
+    Outside EMULATOR_LOCK: the function calls back into the emulator while it runs."""
+    import httpx
+
+    def routed_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not (environ["REQUEST_METHOD"] == "POST" and LAMBDA_INVOKE_PATH.match(path)):
+            return app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {"X-Amz-Invocation-Type": environ.get("HTTP_X_AMZ_INVOCATION_TYPE", "RequestResponse")}
+        response = httpx.post(f"{lambda_endpoint}{path}", content=body, headers=headers, timeout=None)
+        passed = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+        start_response(f"{response.status_code} {response.reason_phrase}", [*passed, ("Content-Length", str(len(response.content)))])
+        return [response.content]
+
+    return routed_app
+
+
+def _matches(pattern: Any, value: Any) -> bool:
+    """EventBridge pattern matching for the forms template.yaml uses: nested objects and value lists."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(_matches(sub, value.get(key)) for key, sub in pattern.items())
+    if isinstance(pattern, list):
+        return value in pattern
+    return pattern == value
+
+
+def _publish_execution_status_changes(lambda_endpoint: str, rules: list[EventRule]) -> None:
+    """Deliver Step Functions' "Execution Status Change" events when executions end, as EventBridge does.
+
+    StopExecution ends an execution at once in AWS: ABORTED, and the event, right away. moto
+    instead lets the task in flight finish first (a blocked tool call could outlast the run's
+    timeout and turn the stop into TIMED_OUT), so a stop is reported when it is requested and
+    the execution's later termination is not reported again.
+    """
+    import httpx
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
+
+    reflect, stop = BaseExecutionWorkerCommunication.terminated, Execution.stop
+
+    def publish(execution: Any) -> None:
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": LOCAL_ACCOUNT_ID,
+            "time": execution.stop_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": LOCAL_REGION,
+            "resources": [execution.exec_arn],
+            "detail": {
+                "executionArn": execution.exec_arn,
+                "stateMachineArn": execution.state_machine.arn,
+                "name": execution.name,
+                "status": str(execution.exec_status.value),
+                "startDate": int(execution.start_date.timestamp() * 1000),
+                "stopDate": int(execution.stop_date.timestamp() * 1000),
+                "error": execution.error,
+                "cause": execution.cause,
+            },
+        }
+        for rule in rules:
+            if _matches(rule.pattern, event):
+                # Asynchronous, as EventBridge invokes its targets; off this thread, which may hold the lock.
+                threading.Thread(
+                    target=httpx.post,
+                    args=(f"{lambda_endpoint}/2015-03-31/functions/{rule.function}/invocations",),
+                    kwargs={"content": json.dumps(event), "headers": {"X-Amz-Invocation-Type": "Event"}},
+                    daemon=True,
+                ).start()
+
+    def stop_execution(self: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+        stop(self, stop_date, error, cause)
+        if self.exec_status == ExecutionStatus.RUNNING:
+            self.stopped_by_request = True
+            self.exec_status, self.stop_date = ExecutionStatus.ABORTED, stop_date
+            publish(self)
+
+    def terminated(self: Any) -> None:
+        if getattr(self.execution, "stopped_by_request", False):
+            return  # reported as ABORTED when it was stopped
+        reflect(self)
+        publish(self.execution)
+
+    BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
+    Execution.stop = stop_execution  # type: ignore[method-assign]
+
+
+def _serve(connection: Any, port: int, lambda_endpoint: str, rules: list[EventRule]) -> None:
     """The emulator process: moto's server app, every request under EMULATOR_LOCK."""
+    from moto.core.config import default_user_config
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
+    # Executions run their definitions; Lambda tasks never need Docker (they are forwarded).
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    default_user_config["lambda"] = {"use_docker": False}
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per emulated AWS call
+    # moto's ASL engine logs every caught task error with a dump of the whole state tree; a
+    # failed run is recorded on the run itself (GET /runs/{runId}) and in the function's log.
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     app = _serialized(DomainDispatcherApplication(create_backend_app))
+    if lambda_endpoint:
+        app = _with_lambda(app, lambda_endpoint)
+        _publish_execution_status_changes(lambda_endpoint, rules)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+    # moto's state machine tasks call AWS services on http://localhost:$MOTO_PORT: this server.
+    os.environ["MOTO_PORT"] = str(server.server_address[1])
     connection.send(server.server_address[1])
     server.serve_forever()
 
@@ -62,15 +181,19 @@ class Emulator:
     every backend when it starts and stops) would otherwise wipe the stack's data.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, lambda_endpoint: str = "", event_rules: list[EventRule] | None = None) -> None:
         self._port = port
         self._process: Any = None
         self.endpoint_url = ""
+        self.lambda_endpoint = lambda_endpoint  # where Lambda Invoke requests go (the local stack)
+        self.event_rules = event_rules or []
 
     def start(self) -> str:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self._port), name="emulator", daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(child, self._port, self.lambda_endpoint, self.event_rules), name="emulator", daemon=True
+        )
         self._process.start()
         child.close()
         if not parent.poll(60):
@@ -98,15 +221,26 @@ class Emulator:
         create_resources(self.client, template)
 
 
-def create_resources(self, template: Template) -> None:
-        create_resources(self.client, template)
-
-
 def create_resources(client: Callable[[str], Any], template: Template) -> None:
-    """What the template declares and the functions use: tables, generated secrets, KMS keys."""
+    """What the template declares and the functions use: tables, generated secrets, KMS keys,
+    state machines and schedule groups."""
     create_tables(client("dynamodb"), template)
     create_secrets(client("secretsmanager"), template)
     create_keys(client("kms"), template)
+    create_state_machines(client("stepfunctions"), template)
+    for group in template.schedule_groups():
+        client("scheduler").create_schedule_group(Name=group)
+
+
+def create_state_machines(stepfunctions: Any, template: Template) -> None:
+    """Each state machine, by its name, from the same definition file AWS deploys."""
+    for name, definition in template.state_machines().items():
+        stepfunctions.create_state_machine(
+            name=name,
+            definition=definition,
+            roleArn=f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/{name}Role",
+            type="STANDARD",
+        )
 
 
 def create_keys(kms: Any, template: Template) -> None:

@@ -4,12 +4,19 @@ Routes, their functions and the gateway's own error responses all come from
 template.yaml. Requests become API Gateway REST proxy events (payload 1.0) or
 Function URL events (payload 2.0) with the TCP peer as `sourceIp`; results are
 written back as the gateway would.
+
+The same server answers Lambda's Invoke API (`POST /2015-03-31/functions/<name>/invocations`),
+which the emulator forwards to: state machine tasks, asynchronous invokes and
+EventBridge targets run in the functions' worker processes like API requests.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from shared.local.emulator import LAMBDA_INVOKE_PATH
 from shared.local.template import LOCAL_ACCOUNT_ID, GatewayResponse, Route
 from shared.local.workers import FunctionPool, InvocationError, InvocationTimeout
 
@@ -61,11 +69,18 @@ def _match_route(route: Route, segments: list[str]) -> tuple[tuple[int, ...], di
 
 class Router:
     def __init__(self, pools: list[FunctionPool]) -> None:
+        self._by_name = {pool.spec.logical_id: pool for pool in pools}
         self._routes = [(route, pool) for pool in pools for route in pool.spec.routes]
         self._url_functions = sorted(
             ((pool.spec.url_prefix.rstrip("/"), pool) for pool in pools if pool.spec.url_prefix),
             key=lambda item: -len(item[0]),
         )
+
+    def pool(self, function_name: str) -> FunctionPool | None:
+        """A function by name, ARN or partial ARN (`…:function:<name>[:qualifier]`), as Invoke accepts."""
+        if ":function:" in function_name:
+            function_name = function_name.split(":function:", 1)[1]
+        return self._by_name.get(function_name.split(":", 1)[0])
 
     def match(self, method: str, path: str) -> Match | None:
         for prefix, pool in self._url_functions:
@@ -208,9 +223,14 @@ class Gateway(ThreadingHTTPServer):
         self, address: tuple[str, int], router: Router, gateway_responses: dict[str, GatewayResponse], quiet: bool
     ) -> None:
         super().__init__(address, _GatewayRequestHandler)
-        self.router = router
+        self.router = router  # replaceable until serving starts: the stack binds first, then starts its functions
         self.gateway_responses = gateway_responses
         self.quiet = quiet
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (say, one that gave up while the stack was still starting) is not an error.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
     def gateway_response(self, kind: str) -> GatewayResponse:
         """API Gateway's own answer (no function ran), as template.yaml's GatewayResponses define it."""
@@ -245,6 +265,9 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         method = self.command.upper()
+        invoke = LAMBDA_INVOKE_PATH.match(url.path)
+        if invoke and method == "POST":
+            return self._invoke(unquote(invoke.group(1)), raw)
         match = self.server.router.match(method, url.path)
         if match is None:
             # API Gateway answers an unknown resource or method itself.
@@ -256,14 +279,47 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
             event = function_url_event(method, match.url_path, **request)
         else:
             event = rest_event(match.route, method, url.path, path_parameters=match.path_parameters, **request)
+        relay = _StreamRelay(self) if match.route is None and match.pool.spec.response_stream else None
         try:
-            result = match.pool.invoke(event)
-        except InvocationTimeout:
-            return self._send_gateway_response("INTEGRATION_TIMEOUT")
+            result = match.pool.invoke(event, on_stream=relay)
         except InvocationError as error:
-            print(f"{match.pool.spec.logical_id}: {error}", file=sys.stderr, flush=True)
-            return self._send_gateway_response("DEFAULT_5XX")
-        return self._send_result(result)
+            if not isinstance(error, InvocationTimeout):
+                print(f"{match.pool.spec.logical_id}: {error.payload}", file=sys.stderr, flush=True)
+            if relay is not None and relay.started:
+                return relay.cut()
+            return self._send_gateway_response("INTEGRATION_TIMEOUT" if isinstance(error, InvocationTimeout) else "DEFAULT_5XX")
+        if relay is not None and relay.started:
+            return relay.finish()
+        return self._send_result(result)  # a streaming function may still answer whole, as on AWS
+
+    def _invoke(self, function_name: str, raw: bytes) -> int:
+        """Lambda's Invoke API: RequestResponse answers the result (or the unhandled error,
+        flagged by X-Amz-Function-Error); Event queues the invocation and answers 202."""
+        pool = self.server.router.pool(function_name)
+        if pool is None:
+            body = {"Type": "User", "Message": f"Function not found: {function_name}"}
+            headers = [("x-amzn-ErrorType", "ResourceNotFoundException")]
+            return self._send(404, headers, json.dumps(body).encode())
+        try:
+            event = json.loads(raw or b"{}")
+        except ValueError:
+            headers = [("x-amzn-ErrorType", "InvalidRequestContentException")]
+            return self._send(400, headers, json.dumps({"Type": "User", "Message": "Could not parse request body into json"}).encode())
+        if self.headers.get("X-Amz-Invocation-Type") == "Event":
+            threading.Thread(target=self._invoke_quietly, args=(pool, event), daemon=True).start()
+            return self._send(202, [], b"")
+        try:
+            return self._send(200, [("X-Amz-Executed-Version", "$LATEST")], json.dumps(pool.invoke(event)).encode())
+        except InvocationError as error:
+            headers = [("X-Amz-Function-Error", "Unhandled"), ("X-Amz-Executed-Version", "$LATEST")]
+            return self._send(200, headers, json.dumps(error.payload).encode())
+
+    @staticmethod
+    def _invoke_quietly(pool: FunctionPool, event: Any) -> None:
+        try:
+            pool.invoke(event)
+        except InvocationError as error:  # Lambda would log it and retry twice; the worker printed the trace
+            print(f"{pool.spec.logical_id} (async): {error.payload}", file=sys.stderr, flush=True)
 
     def _send_result(self, result: Any) -> int:
         if not isinstance(result, dict) or "statusCode" not in result:
@@ -298,3 +354,65 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # do_request prints one line per request instead
+
+
+class _StreamRelay:
+    """A streamed Function URL response (InvokeMode RESPONSE_STREAM), relayed to the client as the
+    function produces it: chunked transfer, each chunk written to the socket at once. Each call answers
+    the worker whether the client is still there, so a client that hung up stops the invocation at its
+    next write (a socket write alone would only fail at the write after the peer's reset)."""
+
+    def __init__(self, handler: _GatewayRequestHandler) -> None:
+        self.handler = handler
+        self.started = False
+        self.status = 200
+        self.gone = False
+
+    def __call__(self, kind: str, payload: Any) -> bool:
+        if kind == "stream_start":
+            self.started, self.status = True, int(payload["statusCode"])
+        if self.gone or not self._client_connected():
+            self.gone = True
+            return False
+        try:
+            if kind == "stream_start":
+                self._start(payload.get("headers") or {})
+            elif payload:  # an empty chunk would end the body
+                self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+        except OSError:
+            self.gone = True
+            return False
+        return True
+
+    def _start(self, headers: dict[str, str]) -> None:
+        self.handler.send_response(self.status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.handler.send_header(name, str(value))
+        self.handler.send_header("Transfer-Encoding", "chunked")
+        self.handler.end_headers()
+
+    def _client_connected(self) -> bool:
+        try:  # a client that closed its end reads as EOF; one that sent more is still there
+            return self.handler.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def finish(self) -> int:
+        """The end of the body, or nothing more for a client that has gone."""
+        if not self.gone:
+            try:
+                self.handler.wfile.write(b"0\r\n\r\n")
+                return self.status
+            except OSError:
+                pass
+        self.handler.close_connection = True
+        return self.status
+
+    def cut(self) -> int:
+        """The function failed mid-stream: the connection closes without the body's end, so the
+        client sees an incomplete response, as Lambda leaves it."""
+        self.handler.close_connection = True
+        return self.status

@@ -48,12 +48,12 @@ class LocalStack:
         quiet: bool = False,
         max_concurrency: int = 16,
     ) -> None:
-        self.template = Template(template_path)
+        self.template = Template(template_path, os.environ)
         self.host = host
         self.port = port
         self.quiet = quiet
         self.max_concurrency = max_concurrency
-        self.emulator = Emulator()
+        self.emulator: Emulator | None = None
         self.pools: list[FunctionPool] = []
         self.gateway: Gateway | None = None
         self._thread: threading.Thread | None = None
@@ -65,6 +65,10 @@ class LocalStack:
         return f"http://{host}:{port}"
 
     def start(self, warm: bool = True) -> LocalStack:
+        # Bind first: the port is part of what functions are told (Function URLs, the Lambda endpoint).
+        self.gateway = Gateway((self.host, self.port), Router([]), self.template.gateway_responses(), quiet=self.quiet)
+        self.template.local_url = self.url
+        self.emulator = Emulator(lambda_endpoint=self.url, event_rules=self.template.event_rules())
         emulator_url = self.emulator.start()
         self.emulator.create_resources(self.template)
         self.pools = [
@@ -74,9 +78,7 @@ class LocalStack:
         if warm:  # one environment per function up front: the first request is not a cold start
             with ThreadPoolExecutor(max_workers=4) as executor:
                 list(executor.map(FunctionPool.warm, self.pools))
-        self.gateway = Gateway(
-            (self.host, self.port), Router(self.pools), self.template.gateway_responses(), quiet=self.quiet
-        )
+        self.gateway.router = Router(self.pools)
         return self
 
     def serve_forever(self) -> None:
@@ -96,4 +98,5 @@ class LocalStack:
             self.gateway.server_close()
         for pool in self.pools:
             pool.close()
-        self.emulator.stop()
+        if self.emulator is not None:
+            self.emulator.stop()

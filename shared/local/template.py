@@ -8,6 +8,7 @@ anything else fails loudly, naming the value, rather than guessing.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class FunctionSpec:
     memory: int
     routes: list[Route] = field(default_factory=list)
     url_prefix: str | None = None  # where a Function URL function is mounted locally
+    response_stream: bool = False  # a Function URL with InvokeMode RESPONSE_STREAM: chunks reach the client as they come
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,45 @@ class GatewayResponse:
     body: str
 
 
+@dataclass(frozen=True)
+class EventRule:
+    """An EventBridgeRule event of a function: deliver events matching `pattern` to it."""
+
+    function: str
+    pattern: dict[str, Any]
+
+
 class Template:
-    def __init__(self, path: Path = TEMPLATE_PATH) -> None:
+    def __init__(self, path: Path = TEMPLATE_PATH, environ: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.doc = load_template(path)
         self.resources: dict[str, Any] = self.doc.get("Resources", {})
         self.parameters: dict[str, Any] = self.doc.get("Parameters", {})
+        # Where the local stack serves Function URLs (set once its port is bound).
+        self.local_url = "http://127.0.0.1"
+        self.parameter_values = self._parameter_values(environ or {})
+
+    def _parameter_values(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """Each parameter's default, overridden by the knob that carries it: the environment
+        variable a function sets from `!Ref <Parameter>` (RUN_TIMEOUT_SECONDS → RunTimeoutSeconds).
+        So a knob reaches everything built from the parameter, state machines included."""
+        values = {name: str(spec.get("Default", "")) for name, spec in self.parameters.items()}
+        function_globals = self.doc.get("Globals", {}).get("Function", {})
+        variable_sets = [function_globals.get("Environment", {}).get("Variables", {})]
+        variable_sets += [
+            res.get("Properties", {}).get("Environment", {}).get("Variables", {})
+            for res in self._of_type("AWS::Serverless::Function").values()
+        ]
+        for variables in variable_sets:
+            for variable, value in variables.items():
+                if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in values and variable in environ:
+                    values[value["Ref"]] = environ[variable]
+        return values
 
     # --- intrinsics -------------------------------------------------------
     def physical_id(self, logical_id: str) -> str:
         if logical_id in self.parameters:
-            return str(self.parameters[logical_id].get("Default", ""))
+            return self.parameter_values[logical_id]
         pseudo = {
             "AWS::Region": LOCAL_REGION,
             "AWS::AccountId": LOCAL_ACCOUNT_ID,
@@ -92,13 +122,34 @@ class Template:
             return pseudo[logical_id]
         if logical_id in self.resources:
             # Locally every named resource is called by its logical id; a KMS key by an alias of it.
-            if self.resources[logical_id].get("Type") == "AWS::KMS::Key":
+            resource_type = self.resources[logical_id].get("Type")
+            if resource_type == "AWS::KMS::Key":
                 return f"alias/{logical_id}"
-            return logical_id
+            if resource_type == "AWS::Serverless::StateMachine":  # Ref of a state machine is its ARN
+                return f"arn:aws:states:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:stateMachine:{self.name_of(logical_id)}"
+            return self.name_of(logical_id)
         raise ValueError(f"template.yaml: !Ref {logical_id} names nothing the local stack knows")
 
+    def name_of(self, logical_id: str) -> str:
+        """A resource's physical name: its `Name` property where the template sets one, else its logical id."""
+        name = self.resources[logical_id].get("Properties", {}).get("Name")
+        return self.resolve(name) if name is not None else logical_id
+
     def attribute(self, logical_id: str, attribute: str) -> str:
+        if logical_id.endswith("Url") and attribute == "FunctionUrl":
+            # SAM's <Function>Url resource; locally the function is mounted at its LocalUrlPrefix.
+            function = self.resources.get(logical_id[: -len("Url")], {})
+            prefix = function.get("Metadata", {}).get("LocalUrlPrefix")
+            if prefix:
+                return f"{self.local_url}{prefix.rstrip('/')}/"
         resource_type = self.resources.get(logical_id, {}).get("Type", "")
+        arns = {
+            "AWS::Serverless::Function": f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:function:{logical_id}",
+            "AWS::IAM::Role": f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/{logical_id}",
+            "AWS::Scheduler::ScheduleGroup": f"arn:aws:scheduler:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:schedule-group/{self.name_of(logical_id)}",
+        }
+        if attribute == "Arn" and resource_type in arns:
+            return arns[resource_type]
         service = {
             "AWS::DynamoDB::Table": "dynamodb",
             "AWS::KMS::Key": "kms",
@@ -166,20 +217,55 @@ class Template:
                 url_prefix = resource.get("Metadata", {}).get("LocalUrlPrefix")
                 if not url_prefix:
                     raise ValueError(f"template.yaml: {name} has a Function URL but no Metadata.LocalUrlPrefix")
+            # SAM adds a function's Layers to the global ones; a layer by ARN (the Lambda Web
+            # Adapter) exists only on AWS, where it plays the part the local gateway plays here.
+            layer_refs = [*function_globals.get("Layers", []), *resource.get("Properties", {}).get("Layers", [])]
             specs.append(
                 FunctionSpec(
                     logical_id=name,
                     code_dir=self.path.parent / props["CodeUri"],
-                    handler=props["Handler"],
-                    layer_dirs=[layers[layer["Ref"]] for layer in props.get("Layers", [])],
+                    # Behind the adapter, Handler is its startup script; Metadata.LocalHandler names the
+                    # Python handler that script serves, which the local stack calls directly.
+                    handler=resource.get("Metadata", {}).get("LocalHandler") or props["Handler"],
+                    layer_dirs=[layers[layer["Ref"]] for layer in layer_refs if isinstance(layer, dict) and "Ref" in layer],
                     environment={key: self.resolve(value) for key, value in variables.items()},
                     timeout=int(props.get("Timeout", 3)),
                     memory=int(props.get("MemorySize", 128)),
                     routes=routes,
                     url_prefix=url_prefix,
+                    response_stream=props.get("FunctionUrlConfig", {}).get("InvokeMode") == "RESPONSE_STREAM",
                 )
             )
         return specs
+
+    def state_machines(self) -> dict[str, str]:
+        """Each state machine's definition as deployed: its DefinitionUri file with
+        DefinitionSubstitutions applied (SAM substitutes `${Name}` textually)."""
+        machines = {}
+        for logical_id, resource in self._of_type("AWS::Serverless::StateMachine").items():
+            props = resource["Properties"]
+            substitutions = {key: self.resolve(value) for key, value in props.get("DefinitionSubstitutions", {}).items()}
+            text = (self.path.parent / props["DefinitionUri"]).read_text()
+            machines[self.name_of(logical_id)] = re.sub(r"\$\{(\w+)\}", lambda m: substitutions[m.group(1)], text)
+        return machines
+
+    def schedule_groups(self) -> list[str]:
+        return [self.name_of(logical_id) for logical_id in self._of_type("AWS::Scheduler::ScheduleGroup")]
+
+    def event_rules(self) -> list[EventRule]:
+        return [
+            EventRule(function=name, pattern=self._resolve_pattern(event["Properties"]["Pattern"]))
+            for name, resource in self._of_type("AWS::Serverless::Function").items()
+            for event in resource.get("Properties", {}).get("Events", {}).values()
+            if event.get("Type") == "EventBridgeRule"
+        ]
+
+    def _resolve_pattern(self, pattern: Any) -> Any:
+        if isinstance(pattern, list):
+            return [self._resolve_pattern(value) for value in pattern]
+        if isinstance(pattern, dict) and not (len(pattern) == 1 and next(iter(pattern)) in ("Ref", "Fn::Sub", "Fn::GetAtt", "Fn::Join")):
+            return {key: self._resolve_pattern(value) for key, value in pattern.items()}
+        return self.resolve(pattern)
 
     def gateway_responses(self) -> dict[str, GatewayResponse]:
         responses: dict[str, GatewayResponse] = {}

@@ -30,7 +30,13 @@ _spawn = multiprocessing.get_context("spawn")
 
 
 class InvocationError(Exception):
-    """The function failed outside its own error handling (crash, init error)."""
+    """The function failed outside its own error handling (crash, init error, timeout).
+
+    `payload` is what Lambda's Invoke API returns for it (X-Amz-Function-Error: Unhandled)."""
+
+    def __init__(self, message: str, error_type: str = "Runtime.Error") -> None:
+        super().__init__(message)
+        self.payload = {"errorType": error_type, "errorMessage": message}
 
 
 class InvocationTimeout(InvocationError):
@@ -46,6 +52,7 @@ class LocalLambdaContext:
     timeout_seconds: int
     aws_request_id: str
     function_version: str = "$LATEST"
+    response_stream: Any = None  # set for a streamed Function URL invocation (conduit/streaming.py)
 
     def __post_init__(self) -> None:
         self.invoked_function_arn = (
@@ -81,6 +88,40 @@ def load_handler(spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
     return getattr(load_module(spec), spec.handler.rsplit(".", 1)[1])
 
 
+# Streamed invocations (Function URLs with InvokeMode RESPONSE_STREAM): the worker sends
+# ("stream_start", {statusCode, headers}) and ("stream_chunk", bytes) as the handler produces them,
+# and waits for ("ack", delivered) after each, so a client that has gone is known at the next
+# write, as with a socket; the invocation ends with ("streamed", None) instead of ("ok", result).
+OnStream = Callable[[str, Any], bool]
+
+
+@dataclass(frozen=True)
+class StreamedInvocation:
+    """An event whose invoker relays a streamed response (plain events are sent as they are)."""
+
+    event: Any
+
+
+class _PipeResponseStream:
+    """`context.response_stream` in a worker (the interface is conduit/streaming.py's)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.started = False
+
+    def start(self, status: int, headers: dict[str, str]) -> bool:
+        self.started = True
+        return self._send(("stream_start", {"statusCode": status, "headers": headers}))
+
+    def write(self, data: bytes) -> bool:
+        return self._send(("stream_chunk", bytes(data)))
+
+    def _send(self, message: tuple[str, Any]) -> bool:
+        self._connection.send(message)
+        kind, delivered = self._connection.recv()
+        return kind == "ack" and bool(delivered)
+
+
 def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
     os.environ.update(environment)
     try:
@@ -95,8 +136,13 @@ def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[s
         except (EOFError, KeyboardInterrupt):
             return
         context = LocalLambdaContext(spec.logical_id, spec.memory, spec.timeout, str(uuid.uuid4()))
+        if isinstance(event, StreamedInvocation):
+            context.response_stream = _PipeResponseStream(connection)
+            event = event.event
         try:
-            connection.send(("ok", handler(event, context)))
+            result = handler(event, context)
+            streamed = context.response_stream is not None and context.response_stream.started
+            connection.send(("streamed", None) if streamed else ("ok", result))
         except Exception as error:  # Lambda reports an unhandled error; so do we
             traceback.print_exc()
             connection.send(("error", {"errorType": type(error).__name__, "errorMessage": str(error)}))
@@ -115,19 +161,24 @@ class _Worker:
             self.stop()
             raise InvocationError(f"{spec.logical_id} failed to initialise:\n{detail}")
 
-    def invoke(self, event: dict[str, Any], timeout: float) -> Any:
-        self.connection.send(event)
-        if not self.connection.poll(timeout):
-            self.stop()
-            raise InvocationTimeout(f"timed out after {timeout} s")
-        try:
-            status, payload = self.connection.recv()
-        except EOFError:
-            self.stop()
-            raise InvocationError("the function's process exited") from None
-        if status == "error":
-            raise InvocationError(f"{payload['errorType']}: {payload['errorMessage']}")
-        return payload
+    def invoke(self, event: dict[str, Any], timeout: float, on_stream: OnStream | None = None) -> Any:
+        deadline = time.monotonic() + timeout
+        self.connection.send(event if on_stream is None else StreamedInvocation(event))
+        while True:
+            if not self.connection.poll(max(0.0, deadline - time.monotonic())):
+                self.stop()
+                raise InvocationTimeout(f"Task timed out after {timeout} seconds", "Sandbox.Timedout")
+            try:
+                status, payload = self.connection.recv()
+            except EOFError:
+                self.stop()
+                raise InvocationError("the function's process exited") from None
+            if status in ("stream_start", "stream_chunk"):  # relayed now; the answer says if the client is there
+                self.connection.send(("ack", bool(on_stream and on_stream(status, payload))))
+                continue
+            if status == "error":
+                raise InvocationError(payload["errorMessage"], payload["errorType"])
+            return payload  # the result, or None after ("streamed", None): the stream was the response
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -158,14 +209,17 @@ class FunctionPool:
             worker = _Worker(self.spec, self.environment)
             self._release(worker)
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any], on_stream: OnStream | None = None) -> Any:
+        """Run one invocation. With `on_stream`, the function may stream its response: each
+        ("stream_start", {statusCode, headers}) and ("stream_chunk", bytes) goes to `on_stream`
+        as it is produced, which answers whether the client is still there."""
         with self._slots:  # waits, like Lambda's throttling would refuse, past the cap
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = _Worker(self.spec, self.environment)
             try:
-                return worker.invoke(event, timeout=self.spec.timeout)
+                return worker.invoke(event, timeout=self.spec.timeout, on_stream=on_stream)
             finally:
                 # A timed-out or crashed worker was stopped; a live one is reused.
                 if worker.process.is_alive():

@@ -5,19 +5,29 @@ saves its user message and answer. Credits are spent as work happens (before
 each model turn and each tool call), so work done before a failure stays paid
 and nothing is done that the balance cannot cover. The whole exchange runs
 against one deadline, which bounds every model and tool call in it.
+
+Its events (`text`, `tool_use`, `tool_result`, `done`) go to the exchange's
+sink as they happen (`stream_chat` makes them server-sent events). A sink that
+finds the client gone raises STREAM_ABORTED: the exchange stops at that event,
+saves nothing, keeps what it spent, and the abort is recorded in the session.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.metrics import MetricUnit
 
 from conduit import credits
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, utc_now
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, compact, resolve_model
+from conduit.observability import logger, metrics
 from conduit.outbound import GuardedClient
 from conduit.rate_limit import RateLimiter
 from conduit.repositories.accounts import Account
@@ -25,6 +35,7 @@ from conduit.repositories.sessions import SessionsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.sessions import find_session, tool_allowed
 from conduit.settings import get_settings
+from conduit.streaming import EventStream
 from conduit.tiers import get_tiers
 from conduit.tool_calls import call_tool
 
@@ -48,6 +59,12 @@ class Exchange:
     credits_used: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)  # (SSE event, data), in the order they happened
+    sink: Callable[[str, Any], None] | None = None  # gets each event as it happens; may raise STREAM_ABORTED
+
+    def emit(self, name: str, data: Any) -> None:
+        self.events.append((name, data))
+        if self.sink is not None:
+            self.sink(name, data)
 
     def remaining(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -96,12 +113,12 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
     """Call one tool the model asked for; the result (or a refusal the model can read) as JSON text."""
     tool = tools.get(call.name)
     record = {"tool": call.name, "siteId": tool.site["siteId"] if tool else None, "arguments": call.arguments}
-    exchange.events.append(("tool_use", {"id": call.id, "tool": call.name, "arguments": call.arguments}))
+    exchange.emit("tool_use", {"id": call.id, "tool": call.name, "arguments": call.arguments})
     started = time.monotonic()
     if tool is None:  # the model invented it: tell the model, do not fail the exchange
         result = compact({"error": f"There is no tool named {call.name}"})
         exchange.tool_calls.append({**record, "status": "error", "durationMs": 0})
-        exchange.events.append(("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)}))
+        exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
         return result
     try:
         limits = get_tiers()
@@ -123,7 +140,7 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         else:  # the rest end the exchange with their own code
             raise
     exchange.tool_calls.append({**record, "status": status, "durationMs": int((time.monotonic() - started) * 1000)})
-    exchange.events.append(("tool_result", {"id": call.id, "tool": call.name, "status": status, "result": json.loads(result)}))
+    exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": status, "result": json.loads(result)})
     return result
 
 
@@ -133,8 +150,17 @@ def new_exchange(account: Account) -> Exchange:
 
 def chat(exchange: Exchange, token: str, message: str, model: str | None) -> dict[str, Any]:
     """Run one exchange; `exchange` records what happened (tool calls, events, credits) even when it fails."""
+    session = find_session(token, exchange.account)
+    try:
+        return _run(exchange, session, message, model)
+    except ConduitError as error:
+        if error.code == "STREAM_ABORTED":
+            _record_abort(exchange, session)
+        raise
+
+
+def _run(exchange: Exchange, session: dict[str, Any], message: str, model: str | None) -> dict[str, Any]:
     account = exchange.account
-    session = find_session(token, account)
     provider, model_id = resolve_model(model or session["model"])
     tools = available_tools(account, session)
     messages = [*_history(session), Message(role="user", content=message)]
@@ -147,10 +173,14 @@ def chat(exchange: Exchange, token: str, message: str, model: str | None) -> dic
         answer = turn.text
         if not turn.tool_calls:
             break
+        if turn.text:  # what the model says before its tool calls is streamed too; the answer is the last turn's
+            exchange.emit("text", {"text": turn.text})
         messages.append(Message(role="assistant", content=turn.text, tool_calls=turn.tool_calls))
         for call in turn.tool_calls:
             messages.append(Message(role="tool", content=_run_tool(exchange, tools, call), tool_call_id=call.id))
     exchange.remaining()  # an answer that arrives after the deadline is a timeout too
+    # The answer reaches the client before it is saved: a client gone by now aborts the exchange here.
+    exchange.emit("text", {"text": answer})
     now = iso(utc_now())
     SessionsRepository().append_exchange(
         session,
@@ -160,14 +190,41 @@ def chat(exchange: Exchange, token: str, message: str, model: str | None) -> dic
         ],
     )
     body = {
-        "sessionToken": token,
+        "sessionToken": session["sessionToken"],
         "message": {"role": "assistant", "content": answer},
         "toolCalls": exchange.tool_calls,
         "creditsUsed": exchange.credits_used,
     }
-    exchange.events.extend([("text", {"text": answer}), ("done", body)])
+    try:
+        exchange.emit("done", body)
+    except ConduitError as error:
+        if error.code != "STREAM_ABORTED":
+            raise
+        # Saved already: a client that leaves now only misses this last event.
     return body
 
 
-def server_sent_events(events: list[tuple[str, Any]]) -> str:
-    return "".join(f"event: {name}\ndata: {compact(data)}\n\n" for name, data in events)
+def _record_abort(exchange: Exchange, session: dict[str, Any]) -> None:
+    """STREAM_ABORTED (API.md §7): in the session (what was spent, which tools ran), the log and a metric."""
+    record = {
+        "code": "STREAM_ABORTED",
+        "exchangeId": exchange.exchange_id,
+        "accountId": exchange.account.account_id,
+        "creditsUsed": exchange.credits_used,
+        "toolCallsJson": compact(exchange.tool_calls),
+        "createdAt": iso(utc_now()),
+    }
+    SessionsRepository().record_abort(session, record)
+    logger.warning("Chat stream aborted by the client", extra={k: v for k, v in record.items() if k != "toolCallsJson"})
+    metrics.add_metric(name="ChatStreamsAborted", unit=MetricUnit.Count, value=1)
+
+
+def stream_chat(exchange: Exchange, token: str, message: str, model: str | None, events: EventStream) -> Response:
+    """The exchange as server-sent events: each sent as it happens, an `error` event if it fails."""
+    exchange.sink = events.send
+    try:
+        chat(exchange, token, message, model)
+    except ConduitError as error:
+        if error.code != "STREAM_ABORTED":  # a client that left is told nothing
+            events.fail(error)
+    return events.response()

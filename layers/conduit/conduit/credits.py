@@ -3,8 +3,7 @@
 Items (partition `ACCOUNT#<accountId>`, see TABLE.md):
 - the account item's `credits` (the balance) and `balanceChangedAt`;
 - `LEDGER#<createdAt>#<entryId>`: one per change, `{id, delta, balance, reason, createdAt, key}`;
-- `IDEMPOTENCY#<key>`: the outcome of the change made under `key`;
-- `HOLD#<holdId>`: credits reserved for an agent run until it settles or is released.
+- `IDEMPOTENCY#<key>`: the outcome of the change made under `key`.
 
 How it stays exact:
 - Each change is ONE transaction: the balance update, its ledger entry and
@@ -28,10 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conduit import auto_top_up
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, parse_iso
 from conduit.repositories.accounts import LEDGER_PREFIX, account_key, account_pk, ledger_entry_item
 from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
+from conduit.repositories.billing import top_up_threshold
 
 # Compare-and-set rounds before giving up. Each round some rival committed,
 # so this bounds waiting on a hot account rather than correctness.
@@ -43,9 +44,10 @@ MAX_KEY_LENGTH = 255  # keys are part of a sort key (1 KiB at most)
 
 
 def spend(account_id: str, amount: int, reason: str, key: str) -> int:
-    """Charge `amount`; the new balance. A balance that cannot cover it → NO_CREDITS."""
+    """Charge `amount`; the new balance. A balance that cannot cover it → NO_CREDITS.
+    A spend that leaves the balance under the auto top-up threshold starts a top-up."""
     _require_positive("amount", amount)
-    return int(_change(account_id, -amount, reason, key)["balance"])
+    return int(_change(account_id, -amount, reason, key, usage=True)["balance"])
 
 
 def grant(account_id: str, amount: int, reason: str, key: str) -> int:
@@ -59,32 +61,6 @@ def adjust(account_id: str, delta: int, reason: str, key: str) -> int:
     if not _is_int(delta) or delta == 0:
         raise validation_error("delta", "must be a non-zero integer")
     return int(_change(account_id, delta, reason, key)["balance"])
-
-
-def hold(account_id: str, amount: int, key: str, reason: str = "agent run: credits reserved") -> str:
-    """Reserve `amount` for a run (taken from the balance now); the hold id.
-
-    A run charges against its hold and never against the balance directly,
-    so it cannot spend more than was reserved when it started.
-    """
-    _require_positive("amount", amount)
-    return str(_change(account_id, -amount, reason, key, hold_amount=amount)["holdId"])
-
-
-def settle(account_id: str, hold_id: str, actual: int) -> int:
-    """Charge what the run used (at most the hold) and return the rest; the new balance.
-
-    Idempotent: a hold is finalized once (settled or released) and every later
-    settle or release returns the balance that finalization left.
-    """
-    if not _is_int(actual) or actual < 0:
-        raise validation_error("actual", "must be a non-negative integer")
-    return _finalize(account_id, hold_id, charged=actual)
-
-
-def release(account_id: str, hold_id: str) -> int:
-    """Return the whole hold (the run never started or used nothing); the new balance. Idempotent."""
-    return _finalize(account_id, hold_id, charged=0)
 
 
 def ledger_page(account_id: str, limit: int = 20, cursor: str | None = None) -> Page:
@@ -114,10 +90,12 @@ class _Balance:
 
     credits: int
     changed_at: str
+    top_up_below: int | None = None  # auto top-up threshold, when auto top-up is on
 
 
-def _change(account_id: str, delta: int, reason: str, key: str, *, hold_amount: int | None = None) -> dict[str, Any]:
-    """Apply `delta` under `key` once; the marker (outcome) of the change."""
+def _change(account_id: str, delta: int, reason: str, key: str, *, usage: bool = False) -> dict[str, Any]:
+    """Apply `delta` under `key` once; the marker (outcome) of the change. `usage` (a spend)
+    starts an auto top-up when it leaves the balance under the account's threshold."""
     _require_text("reason", reason, 500)
     _require_text("key", key, MAX_KEY_LENGTH)
     table = Repository()
@@ -134,14 +112,12 @@ def _change(account_id: str, delta: int, reason: str, key: str, *, hold_amount: 
             account_id, entry_id=new_id("led"), delta=delta, balance=new_balance, reason=reason, key=key,
             created_at=created_at,
         )
-        hold_id = new_id("hold") if hold_amount is not None else None
         marker = {
             "PK": account_pk(account_id),
             "SK": marker_sk,
             "key": key,
             "entryId": entry["id"],
             "balance": new_balance,
-            "holdId": hold_id,  # None (not stored) unless this change is a hold
             "createdAt": created_at,
         }
         items = [
@@ -149,50 +125,16 @@ def _change(account_id: str, delta: int, reason: str, key: str, *, hold_amount: 
             _put_new(table, entry),
             _put_new(table, marker),
         ]
-        if hold_id is not None:
-            items.append(_put_new(table, _hold_item(account_id, hold_id, hold_amount, key, created_at)))
         try:
             write_transaction(table.client, items)
-            return marker
         except ConditionsFailed:
             # The balance changed since we read it, or a concurrent call with the
             # same key committed first; the next round's read sorts out which.
             continue
+        if usage and balance.top_up_below is not None and new_balance < balance.top_up_below:
+            auto_top_up.start(account_id)  # after the commit: the spend stands whatever happens there
+        return marker
     raise AssertionError("unreachable")  # _attempts raises when exhausted
-
-
-def _finalize(account_id: str, hold_id: str, *, charged: int) -> int:
-    """Settle or release a hold: charge min(charged, held), return the rest to the balance."""
-    _require_text("holdId", hold_id, MAX_KEY_LENGTH)
-    table = Repository()
-    for _ in _attempts(account_id):
-        balance, held = _read(table, account_id, f"HOLD#{hold_id}")
-        if held is None:
-            raise ConduitError("NOT_FOUND", "No hold found with the provided ID")
-        if held["status"] != "open":
-            return int(held["balanceAfter"])  # finalized already: the first settle/release wins
-        amount = int(held["amount"])
-        charge = min(charged, amount)  # a run cannot overspend its hold
-        refund = amount - charge
-        new_balance = balance.credits + refund
-        closed_at = _next_timestamp(balance)
-        items = [_close_hold(table, account_id, hold_id, charge, new_balance, closed_at)]
-        if refund:
-            reason = "agent run: unused credits returned" if charge else "agent run: hold released"
-            entry = ledger_entry_item(
-                account_id, entry_id=new_id("led"), delta=refund, balance=new_balance, reason=reason,
-                key=f"HOLD#{hold_id}", created_at=closed_at,
-            )
-            items += [_set_balance(table, account_id, balance, new_balance, closed_at), _put_new(table, entry)]
-        try:
-            write_transaction(table.client, items)
-            return new_balance
-        except ConditionsFailed:
-            continue  # the balance moved, or a concurrent settle/release closed the hold first
-    raise AssertionError("unreachable")
-
-
-# --- reads and items -------------------------------------------------------------
 
 
 def _read(table: Repository, account_id: str, sk: str) -> tuple[_Balance, dict[str, Any] | None]:
@@ -206,7 +148,10 @@ def _read(table: Repository, account_id: str, sk: str) -> tuple[_Balance, dict[s
     account, other = (from_item(found.get("Item", {})) or None for found in response["Responses"])
     if account is None:
         raise ConduitError("NOT_FOUND", "No account found with the provided ID")
-    return _Balance(credits=int(account["credits"]), changed_at=account["balanceChangedAt"]), other
+    balance = _Balance(
+        credits=int(account["credits"]), changed_at=account["balanceChangedAt"], top_up_below=top_up_threshold(account)
+    )
+    return balance, other
 
 
 def _set_balance(table: Repository, account_id: str, seen: _Balance, new_credits: int, at: str) -> dict[str, Any]:
@@ -227,41 +172,6 @@ def _set_balance(table: Repository, account_id: str, seen: _Balance, new_credits
 def _put_new(table: Repository, values: dict[str, Any]) -> dict[str, Any]:
     item = to_item(values)
     return {"Put": {"TableName": table.table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
-
-
-def _hold_item(account_id: str, hold_id: str, amount: int, key: str, created_at: str) -> dict[str, Any]:
-    return {
-        "PK": account_pk(account_id),
-        "SK": f"HOLD#{hold_id}",
-        "holdId": hold_id,
-        "amount": amount,
-        "key": key,
-        "status": "open",
-        "createdAt": created_at,
-    }
-
-
-def _close_hold(
-    table: Repository, account_id: str, hold_id: str, charged: int, balance_after: int, closed_at: str
-) -> dict[str, Any]:
-    return {
-        "Update": {
-            "TableName": table.table_name,
-            "Key": to_item({"PK": account_pk(account_id), "SK": f"HOLD#{hold_id}"}),
-            "UpdateExpression": "SET #status = :closed, charged = :charged, balanceAfter = :after, closedAt = :at",
-            "ConditionExpression": "#status = :open",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": to_item(
-                {
-                    ":closed": "settled" if charged else "released",
-                    ":charged": charged,
-                    ":after": balance_after,
-                    ":at": closed_at,
-                    ":open": "open",
-                }
-            ),
-        }
-    }
 
 
 def _next_timestamp(seen: _Balance) -> str:

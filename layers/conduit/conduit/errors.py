@@ -18,7 +18,9 @@ class CatalogueEntry:
 
 
 # The original catalogue (spec/error-codes.txt) plus the extension codes API.md
-# allows (EMAIL_IN_USE, INTERNAL_ERROR) and SITE_UNAVAILABLE for unreachable sites.
+# allows (EMAIL_IN_USE, INTERNAL_ERROR), SITE_UNAVAILABLE for unreachable sites and
+# BILLING_UNAVAILABLE when Stripe is not configured, unreachable, or an event is mid-flight,
+# AGENT_INACTIVE for a run of an agent whose isActive is false.
 CATALOGUE: dict[str, CatalogueEntry] = {
     # Authentication
     "UNAUTHORIZED": CatalogueEntry(401, "No valid authentication token provided"),
@@ -75,6 +77,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     # Extensions
     "EMAIL_IN_USE": CatalogueEntry(409, "An account with this email already exists"),
     "INTERNAL_ERROR": CatalogueEntry(500, "Internal server error"),
+    "BILLING_UNAVAILABLE": CatalogueEntry(503, "Billing is unavailable right now"),
+    "AGENT_INACTIVE": CatalogueEntry(409, "The agent is inactive; set isActive to run it"),
 }
 
 

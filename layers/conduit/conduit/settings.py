@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,8 +41,50 @@ class Settings(BaseSettings):
     chat_timeout_seconds: float = Field(90, gt=0, le=900, validation_alias="CHAT_TIMEOUT_SECONDS")
     default_model: str = Field("local:echo", min_length=3, validation_alias="DEFAULT_MODEL")
 
+    # Agents and runs (API.md §8).
+    run_timeout_seconds: int = Field(900, ge=10, le=86400, validation_alias="RUN_TIMEOUT_SECONDS")
+    run_state_machine_arn: str = Field("", validation_alias="RUN_STATE_MACHINE_ARN")
+    schedule_group: str = Field("", validation_alias="SCHEDULE_GROUP")
+    scheduler_role_arn: str = Field("", validation_alias="SCHEDULER_ROLE_ARN")
+    schedule_target_arn: str = Field("", validation_alias="SCHEDULE_TARGET_ARN")
+    webhook_base_url: str = Field("", validation_alias="WEBHOOK_BASE_URL")  # the webhooks Function URL
+
     # KMS key that encrypts site tokens in the vault.
     vault_key_id: str = Field("alias/VaultKey", validation_alias="VAULT_KEY_ID")
+
+    # Billing (API.md §5, conduit/stripe_api.py). The Stripe API key and webhook signing secret
+    # come from the environment when set (local runs, tests); otherwise, outside local mode, from
+    # the Secrets Manager secrets named by the *_ID variables (the template sets them).
+    stripe_secret_key: SecretStr | None = Field(None, validation_alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, validation_alias="STRIPE_WEBHOOK_SECRET")
+    stripe_secret_key_id: str = Field("", validation_alias="STRIPE_SECRET_KEY_ID")
+    stripe_webhook_secret_id: str = Field("", validation_alias="STRIPE_WEBHOOK_SECRET_ID")
+    # Base URL of Stripe's API; empty means Stripe's own (https://api.stripe.com). Tests point it at loopback.
+    stripe_api_base: str = Field("", validation_alias="STRIPE_API_BASE", pattern=r"^(https?://[^\s/]+)?$")
+    # Stripe Price of each paid tier's subscription: "pro=price_…,harness=price_…,team=price_…".
+    stripe_tier_prices: str = Field("", validation_alias="STRIPE_TIER_PRICES")
+    # The function that runs auto top-ups (invoked asynchronously after a spend); empty disables the start.
+    top_up_function: str = Field("", validation_alias="TOP_UP_FUNCTION")
+
+    @field_validator("stripe_secret_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # the template passes "" where no local value is set
+
+    @field_validator("stripe_tier_prices")
+    @classmethod
+    def _tier_prices_are_well_formed(cls, value: str) -> str:
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            tier, _, price = pair.partition("=")
+            if not tier.strip() or not price.strip():
+                raise ValueError(f"{pair!r}: expected <tier>=<Stripe price id>")
+        return value
+
+    @property
+    def tier_prices(self) -> dict[str, str]:
+        """Paid tier → its Stripe Price id (tiers without one cannot be subscribed to)."""
+        pairs = (part.split("=", 1) for part in self.stripe_tier_prices.split(",") if part.strip())
+        return {tier.strip(): price.strip() for tier, price in pairs}
 
     @property
     def admin_email_set(self) -> frozenset[str]:

@@ -86,6 +86,16 @@ class TiersConfig(_FileModel):
             raise ValueError(f"missing tier(s): {', '.join(missing)}")
         return tiers
 
+    @field_validator("credit_packs")
+    @classmethod
+    def _one_pack_per_amount(cls, packs: tuple[CreditPack, ...]) -> tuple[CreditPack, ...]:
+        # A purchase names its pack by its credits (POST /billing/credits/purchase {credits}).
+        amounts = [pack.credits for pack in packs]
+        duplicates = sorted({amount for amount in amounts if amounts.count(amount) > 1})
+        if duplicates:
+            raise ValueError(f"two packs of the same credits: {', '.join(map(str, duplicates))}")
+        return packs
+
     def tier(self, name: str) -> Tier:
         """The tier called `name`; an unknown name is the caller's input error."""
         tier = self.tiers.get(name)  # type: ignore[call-overload]

@@ -12,13 +12,13 @@ counter) goes through `repositories.base.write_transaction`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from conduit.errors import ConduitError, validation_error
-from conduit.ids import iso, new_id
+from conduit.ids import iso, new_id, parse_iso
 from conduit.repositories.base import Repository, from_item, to_item
-from conduit.tiers import TIER_NAMES
+from conduit.tiers import TIER_NAMES, get_tiers
 
 AccountKind = Literal["personal", "workspace"]
 SubscriptionStatus = Literal["none", "active", "past_due", "canceled"]
@@ -67,18 +67,30 @@ class Account:
     name: str | None = None
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> Account:
-        """From a plain (already deserialized) account item."""
+    def from_item(cls, item: dict[str, Any], *, now: datetime | None = None) -> Account:
+        """From a plain (already deserialized) account item. `tier` is the tier in force: a
+        subscription past due for longer than `pastDueGraceDays` has dropped to free (API.md §4),
+        computed here on every read so no sweep has to run on time; the stored tier comes back
+        as soon as the subscription is active again."""
         return cls(
             account_id=item["accountId"],
             kind=item["kind"],
             owner_id=item["ownerId"],
-            tier=item["tier"],
+            tier=effective_tier(item, now or datetime.now(UTC)),
             credits=int(item["credits"]),
             subscription_status=item["subscriptionStatus"],
             created_at=item["createdAt"],
             name=item.get("name"),
         )
+
+
+def effective_tier(item: dict[str, Any], now: datetime) -> str:
+    """The stored tier, or free once a past-due subscription has outlived its grace period."""
+    since = item.get("pastDueSince")
+    if item.get("subscriptionStatus") != "past_due" or not since:
+        return item["tier"]
+    grace = timedelta(days=get_tiers().past_due_grace_days)
+    return "free" if now >= parse_iso(since) + grace else item["tier"]
 
 
 class AccountsRepository(Repository):
@@ -144,20 +156,37 @@ class AccountsRepository(Repository):
     def set_subscription_status(self, account_id: str, status: str, *, now: datetime | None = None) -> Account:
         if status not in SUBSCRIPTION_STATUSES:
             raise validation_error("subscriptionStatus", f"must be one of {', '.join(SUBSCRIPTION_STATUSES)}")
-        # When it changed: past_due keeps the tier only for pastDueGraceDays from here.
+        # past_due keeps the tier for pastDueGraceDays from when it became past due (pastDueSince,
+        # kept while it stays past due); any other status ends the grace period.
         changed_at = iso(now or datetime.now(UTC))
-        return self._update(account_id, {"subscriptionStatus": status, "subscriptionChangedAt": changed_at})
+        values = {"subscriptionStatus": status, "subscriptionChangedAt": changed_at}
+        if status == "past_due":
+            return self._update(account_id, values, keep_or_set={"pastDueSince": changed_at})
+        return self._update(account_id, values, remove=("pastDueSince",))
 
-    def _update(self, account_id: str, values: dict[str, Any]) -> Account:
-        names = {f"#{name}": name for name in values}
+    def _update(
+        self,
+        account_id: str,
+        values: dict[str, Any],
+        *,
+        keep_or_set: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> Account:
+        keep_or_set = keep_or_set or {}
+        names = {f"#{name}": name for name in (*values, *keep_or_set, *remove)}
+        assignments = [f"#{name} = :{name}" for name in values]
+        assignments += [f"#{name} = if_not_exists(#{name}, :{name})" for name in keep_or_set]
+        expression = "SET " + ", ".join(assignments)
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#{name}" for name in remove)
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
                 Key=account_key(account_id),
-                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+                UpdateExpression=expression,
                 ConditionExpression="attribute_exists(PK)",
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item({f":{name}": value for name, value in values.items()}),
+                ExpressionAttributeValues=to_item({f":{name}": value for name, value in (values | keep_or_set).items()}),
                 ReturnValues="ALL_NEW",
             )
         except self.client.exceptions.ConditionalCheckFailedException:

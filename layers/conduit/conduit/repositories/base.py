@@ -84,6 +84,33 @@ class Repository:
         item = response.get("Item")
         return from_item(item) if item else None
 
+    def update_existing(
+        self, key: dict[str, str], values: dict[str, Any], remove: tuple[str, ...], not_found: Exception
+    ) -> dict[str, Any]:
+        """Set (and remove) attributes of an item that exists, returning it as stored; `not_found` if it is gone."""
+        names = {f"#a{index}": name for index, name in enumerate(values)}
+        names.update({f"#r{index}": name for index, name in enumerate(remove)})
+        clauses = []
+        if values:
+            clauses.append("SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))))
+        if remove:
+            clauses.append("REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove))))
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": to_item(key),
+            "UpdateExpression": " ".join(clauses),
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = to_item({f":v{index}": value for index, value in enumerate(values.values())})
+        try:
+            response = self.client.update_item(**request)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise not_found from None
+        return from_item(response["Attributes"])
+
     def query_all(self, pk: str, *, sk_prefix: str | None = None, index: str | None = None) -> list[dict[str, Any]]:
         """Every item of a partition (for small, bounded partitions: a session, a workspace)."""
         items, cursor = [], None

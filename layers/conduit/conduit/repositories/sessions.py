@@ -1,7 +1,7 @@
-"""Chat sessions and their messages (TABLE.md rows: session, message).
+"""Chat sessions, their messages and aborted exchanges (TABLE.md rows: session, message, aborted exchange).
 
-Messages share their session's partition and its `expiresAt`, so TTL purges a
-session whole; until it does, an expired session still answers 410.
+Messages and abort records share their session's partition and its `expiresAt`,
+so TTL purges a session whole; until it does, an expired session still answers 410.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from conduit.errors import ConduitError
 from conduit.repositories.base import Page, Repository, to_item, write_transaction
 
 MESSAGE_PREFIX = "MSG#"
+ABORT_PREFIX = "ABORT#"
 
 
 def session_pk(token: str) -> str:
@@ -61,8 +62,21 @@ class SessionsRepository(Repository):
             items.append({"Put": {"TableName": self.table_name, "Item": to_item(item)}})
         write_transaction(self.client, items)
 
+    def record_abort(self, session: dict[str, Any], record: dict[str, Any]) -> None:
+        """An exchange whose client left mid-stream (STREAM_ABORTED); never read as a message."""
+        item = {
+            "PK": session_pk(session["sessionToken"]),
+            "SK": f"{ABORT_PREFIX}{record['createdAt']}#{record['exchangeId']}",
+            "expiresAt": session["expiresAt"],
+            **record,
+        }
+        self.client.put_item(TableName=self.table_name, Item=to_item(item))
+
+    def aborted_exchanges(self, token: str) -> list[dict[str, Any]]:
+        return self.query_all(session_pk(token), sk_prefix=ABORT_PREFIX)
+
     def delete(self, token: str) -> None:
-        """The session first (so it answers 404 at once), then its messages."""
+        """The session first (so it answers 404 at once), then its messages and abort records."""
         try:
             self.client.delete_item(
                 TableName=self.table_name,
@@ -71,4 +85,5 @@ class SessionsRepository(Repository):
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ConduitError("SESSION_NOT_FOUND") from None
-        self.delete_keys([{"PK": message["PK"], "SK": message["SK"]} for message in self.all_messages(token)])
+        rest = [*self.all_messages(token), *self.aborted_exchanges(token)]
+        self.delete_keys([{"PK": item["PK"], "SK": item["SK"]} for item in rest])

@@ -63,28 +63,8 @@ class SitesRepository(Repository):
 
     def update(self, account_id: str, site_id: str, values: dict[str, Any], remove: tuple[str, ...] = ()) -> dict[str, Any]:
         """Set (and remove) attributes of an existing site; NOT_FOUND if it is gone."""
-        names = {f"#a{index}": name for index, name in enumerate(values)}
-        names.update({f"#r{index}": name for index, name in enumerate(remove)})
-        clauses = []
-        if values:
-            clauses.append("SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))))
-        if remove:
-            clauses.append("REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove))))
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": _site_key(account_id, site_id),
-            "UpdateExpression": " ".join(clauses),
-            "ConditionExpression": "attribute_exists(PK)",
-            "ExpressionAttributeNames": names,
-            "ReturnValues": "ALL_NEW",
-        }
-        if values:
-            request["ExpressionAttributeValues"] = to_item({f":v{index}": value for index, value in enumerate(values.values())})
-        try:
-            response = self.client.update_item(**request)
-        except self.client.exceptions.ConditionalCheckFailedException:
-            raise ConduitError("NOT_FOUND", "No site found with the provided ID") from None
-        return from_item(response["Attributes"])
+        key = {"PK": account_pk(account_id), "SK": f"{SITE_PREFIX}{site_id}"}
+        return self.update_existing(key, values, remove, ConduitError("NOT_FOUND", "No site found with the provided ID"))
 
     def delete(self, account_id: str, site_id: str) -> None:
         site = self.get_site(account_id, site_id)

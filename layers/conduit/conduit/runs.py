@@ -1,0 +1,226 @@
+"""Agent runs (API.md §8): start, read, cancel, and the one way a run ends.
+
+A run is one Step Functions execution named by the run id. Starting takes the
+agent's run lock (a conditional write, with a lease) in the same transaction
+that records the run; whatever ends the run goes through `end_run`, which
+moves it out of `running` once (a conditional update) and then frees the lock
+if this run still holds it. Both halves are idempotent by run id, so the
+finish step, a cancel, the execution-status rule and a lock found stale can
+all race safely. The lease (run timeout plus a margin) is the last resort
+when every notification of an ending is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from typing import Any
+
+import boto3
+
+from conduit.agents import find_agent
+from conduit.errors import ConduitError
+from conduit.ids import iso, new_id, parse_iso, utc_now
+from conduit.models import compact
+from conduit.observability import logger
+from conduit.repositories.accounts import Account
+from conduit.repositories.agents import AgentsRepository
+from conduit.repositories.base import Page
+from conduit.repositories.runs import RUNNING, RunsRepository, run_item
+from conduit.settings import get_settings
+from conduit.tiers import get_tiers
+
+LEASE_MARGIN_SECONDS = 120
+# How an execution that ended without the finish step maps to a run's status.
+EXECUTION_ENDINGS = {
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "timed_out",
+    "ABORTED": "cancelled",
+}
+ENDING_ERRORS = {
+    "failed": {"code": "RUN_FAILED", "message": "The run's execution failed"},
+    "timed_out": {"code": "RUN_TIMED_OUT", "message": "The run exceeded RUN_TIMEOUT_SECONDS"},
+    "cancelled": {"code": "RUN_CANCELLED", "message": "The run was cancelled"},
+}
+
+
+@lru_cache(maxsize=1)
+def stepfunctions_client() -> Any:
+    return boto3.client("stepfunctions")
+
+
+def execution_arn(run_id: str) -> str:
+    machine = get_settings().run_state_machine_arn
+    return machine.replace(":stateMachine:", ":execution:") + f":{run_id}"
+
+
+# --- views --------------------------------------------------------------------------
+def step_view(step: dict[str, Any]) -> dict[str, Any]:
+    view = {key: value for key, value in step.items() if key not in ("PK", "SK", "argumentsJson")}
+    if "argumentsJson" in step:
+        view["arguments"] = json.loads(step["argumentsJson"])
+    for key in ("round", "credits", "durationMs", "callIndex"):
+        if key in view:
+            view[key] = int(view[key])
+    return view
+
+
+def run_view(run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    view = {
+        "id": run["runId"],
+        "agentId": run["agentId"],
+        "accountId": run["accountId"],
+        "status": run["status"],
+        "trigger": run["trigger"],
+        "input": json.loads(run["inputJson"]),
+        "output": run.get("output"),
+        "error": json.loads(run["errorJson"]) if run.get("errorJson") else None,
+        "creditsUsed": int(run.get("creditsUsed") or 0),
+        "startedAt": run["startedAt"],
+        "endedAt": run.get("endedAt"),
+    }
+    if steps is not None:
+        view["steps"] = [step_view(step) for step in steps]
+        if run["status"] == RUNNING:  # settled into the run when it ends
+            view["creditsUsed"] = sum(int(step.get("credits") or 0) for step in steps)
+    return view
+
+
+# --- ending -------------------------------------------------------------------------
+def end_run(
+    run: dict[str, Any], status: str, *, output: str | None = None, error: dict[str, str] | None = None
+) -> bool:
+    """End a running run once and free its agent; False (changing nothing) if it had already ended.
+    The lock is released whether or not this call ended the run: releasing by run id is idempotent."""
+    repository = RunsRepository()
+    _, steps = repository.run_with_steps(run["runId"])
+    values: dict[str, Any] = {
+        "status": status,
+        "endedAt": iso(utc_now()),
+        "creditsUsed": sum(int(step.get("credits") or 0) for step in steps),
+    }
+    if output is not None:
+        values["output"] = output
+    if error is not None:
+        values["errorJson"] = compact(error)
+    ended = repository.end(run["runId"], values)
+    AgentsRepository().release_run_lock(run["agentId"], run["runId"])
+    if ended:
+        logger.info("run ended", extra={"runId": run["runId"], "status": status, "code": (error or {}).get("code")})
+    return ended
+
+
+def reconcile(run: dict[str, Any]) -> dict[str, Any]:
+    """A run still `running` whose execution has ended (its ending was never recorded): end it now."""
+    if run["status"] != RUNNING:
+        return run
+    client = stepfunctions_client()
+    try:
+        execution = client.describe_execution(executionArn=execution_arn(run["runId"]))
+    except client.exceptions.ExecutionDoesNotExist:
+        status = "failed"  # the start never reached Step Functions
+    else:
+        if execution["status"] in ("RUNNING", "PENDING_REDRIVE"):
+            return run
+        status = EXECUTION_ENDINGS.get(execution["status"], "failed")
+    end_run(run, status, error=ENDING_ERRORS.get(status))
+    return RunsRepository().find(run["runId"]) or run
+
+
+def stop_run(run_id: str) -> None:
+    """Stop a run's execution and end it as cancelled (idempotent)."""
+    run = RunsRepository().find(run_id)
+    if run is None or run["status"] != RUNNING:
+        return
+    client = stepfunctions_client()
+    try:
+        client.stop_execution(executionArn=execution_arn(run_id), cause="Cancelled through the API")
+    except client.exceptions.ExecutionDoesNotExist:
+        pass  # never started, or already gone: ending the run is what matters
+    end_run(run, "cancelled", error=ENDING_ERRORS["cancelled"])
+
+
+# --- operations ---------------------------------------------------------------------
+def start_run(account: Account, agent: dict[str, Any], run_input: Any, trigger: str) -> dict[str, Any]:
+    """Start a run: 409 AGENT_ALREADY_RUNNING while another holds the agent, 402 NO_CREDITS when the
+    balance cannot pay the first model turn (later turns that cannot be paid fail the run)."""
+    if not agent["isActive"]:
+        raise ConduitError("AGENT_INACTIVE")
+    if account.credits < get_tiers().costs.model_turn:
+        raise ConduitError("NO_CREDITS")
+    settings = get_settings()
+    now = utc_now()
+    run = {
+        "runId": new_id("run"),
+        "agentId": agent["agentId"],
+        "accountId": account.account_id,
+        "status": RUNNING,
+        "trigger": trigger,
+        "inputJson": compact(run_input),
+        "startedAt": iso(now),
+    }
+    lease_until = int(now.timestamp()) + settings.run_timeout_seconds + LEASE_MARGIN_SECONDS
+    agents = AgentsRepository()
+    if not agents.lock_and_put_run(agent["agentId"], run_item(run), int(now.timestamp()), lease_until):
+        holder = (agents.find(agent["agentId"]) or {}).get("activeRunId")
+        holding_run = RunsRepository().find(holder) if holder else None
+        # A holder whose execution has ended (an ending never recorded) is ended now; then try once more.
+        if holding_run is None or reconcile(holding_run)["status"] == RUNNING:
+            if agents.find(agent["agentId"]) is None:
+                raise ConduitError("AGENT_NOT_FOUND")
+            raise ConduitError("AGENT_ALREADY_RUNNING")
+        if not agents.lock_and_put_run(agent["agentId"], run_item(run), int(now.timestamp()), lease_until):
+            raise ConduitError("AGENT_ALREADY_RUNNING")
+    client = stepfunctions_client()
+    try:
+        client.start_execution(
+            stateMachineArn=settings.run_state_machine_arn,
+            name=run["runId"],
+            input=compact({"runId": run["runId"], "agentId": agent["agentId"], "accountId": account.account_id}),
+        )
+    except Exception:
+        # Nothing will run it: end it at once so the agent is free, then report the fault.
+        end_run(run, "failed", error={"code": "RUN_NOT_STARTED", "message": "The run could not be started"})
+        logger.exception("StartExecution failed", extra={"runId": run["runId"]})
+        raise ConduitError("INTERNAL_ERROR") from None
+    return run_view(run, [])
+
+
+def find_run(account: Account, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    run, steps = RunsRepository().run_with_steps(run_id) if len(run_id) <= 64 else (None, [])
+    if run is None or run["accountId"] != account.account_id:
+        raise ConduitError("RUN_NOT_FOUND")
+    return run, steps
+
+
+def get_run(account: Account, run_id: str) -> dict[str, Any]:
+    run, steps = find_run(account, run_id)
+    if run["status"] == RUNNING and _past_deadline(run):
+        run = reconcile(run)  # its ending was lost; the execution knows
+        run, steps = find_run(account, run_id)
+    return run_view(run, steps)
+
+
+def list_runs(account: Account, agent_id: str, limit: int, cursor: str | None) -> Page:
+    agent = find_agent(account, agent_id)
+    page = RunsRepository().list_runs(agent["agentId"], limit, cursor)
+    return Page(items=[run_view(run) for run in page.items], next_cursor=page.next_cursor)
+
+
+def cancel_run(account: Account, run_id: str) -> dict[str, Any]:
+    """Stop the run's execution and end it as cancelled; answers once the agent is free again."""
+    run, _ = find_run(account, run_id)
+    if run["status"] != RUNNING:
+        raise ConduitError("RUN_NOT_CANCELLABLE")
+    stop_run(run_id)
+    run, steps = find_run(account, run_id)
+    if run["status"] != "cancelled":  # it ended another way first (a completion won the race)
+        raise ConduitError("RUN_NOT_CANCELLABLE")
+    return run_view(run, steps)
+
+
+def _past_deadline(run: dict[str, Any]) -> bool:
+    started = parse_iso(run["startedAt"]).timestamp()
+    return time.time() > started + get_settings().run_timeout_seconds

@@ -1,0 +1,64 @@
+"""Agent webhooks (API.md §8): a provider POSTs to the agent's webhook URL to start a run.
+
+The caller proves itself with `X-Webhook-Secret`, compared in constant time
+with the stored hash. A missing agent, an agent without a webhook trigger and
+a wrong secret are the same 401, so the URL reveals nothing to a guesser.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from conduit.agents import hash_secret
+from conduit.errors import ConduitError
+from conduit.limits import require_feature
+from conduit.rate_limit import RateLimiter
+from conduit.repositories.accounts import AccountsRepository
+from conduit.repositories.agents import AgentsRepository
+from conduit.runs import start_run
+from conduit.tiers import get_tiers
+
+_NO_SECRET = hash_secret("")  # compared against when there is nothing to compare, so timing says nothing
+
+
+def trigger(agent_id: str, secret: str | None, body: str | None) -> dict[str, Any]:
+    agent = AgentsRepository().find(agent_id) if 0 < len(agent_id) <= 64 else None
+    expected = agent.get("webhookSecretHash") if agent and agent["triggerType"] == "webhook" else None
+    matches = hmac.compare_digest(hash_secret(secret or ""), expected or _NO_SECRET)
+    if agent is None or expected is None or not secret or not matches:
+        raise ConduitError("WEBHOOK_SECRET_INVALID")
+    account = AccountsRepository().get(agent["accountId"])
+    if account is None:
+        raise ConduitError("WEBHOOK_SECRET_INVALID")
+    tier = get_tiers().tier(account.tier)
+    RateLimiter().hit("account", account.account_id, tier.requests_per_minute)
+    require_feature(tier, "webhooks")  # the account may have lost the feature since
+    payload = _payload(body)
+    if agent.get("webhookSchemaJson"):
+        _check_payload(json.loads(agent["webhookSchemaJson"]), payload)
+    run = start_run(account, agent, payload, "webhook")
+    return {"runId": run["id"]}
+
+
+def _payload(body: str | None) -> Any:
+    if body is None or not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ConduitError("WEBHOOK_PAYLOAD_INVALID", "The body is not JSON") from None
+
+
+def _check_payload(schema: dict[str, Any], payload: Any) -> None:
+    import jsonschema  # only webhooks with a schema pay for importing it
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(payload), key=lambda error: list(error.absolute_path))
+    if errors:
+        details = [
+            {"field": ".".join(["body", *(str(part) for part in error.absolute_path)]), "message": error.message}
+            for error in errors[:20]
+        ]
+        raise ConduitError("WEBHOOK_PAYLOAD_INVALID", details=details)
