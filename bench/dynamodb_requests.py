@@ -37,7 +37,10 @@ def measure() -> list[dict[str, Any]]:
     from shared.local.workers import LocalLambdaContext, load_handler
 
     template = Template()
-    handlers = {spec.logical_id: load_handler(spec) for spec in template.functions()}
+    specs = template.functions()
+    # Where runs start, as the template tells the agents function (read before settings are).
+    os.environ["RUN_STATE_MACHINE_ARN"] = next(s for s in specs if s.logical_id == "AgentsFunction").environment["RUN_STATE_MACHINE_ARN"]
+    handlers = {spec.logical_id: load_handler(spec) for spec in specs}
     rows = []
     with mock_aws():
         create_resources(boto3.client, template)
@@ -63,11 +66,22 @@ def measure() -> list[dict[str, Any]]:
             ("AdminFunction", "GET", "/admin/users", None, token),
             ("AuthFunction", "POST", "/auth/login", {"email": "bench@example.com", "password": "bench password"}, None),
         ]
+        routes += [
+            ("AgentsFunction", "POST", "/agents", {"name": "Bench", "systemPrompt": "Say hi"}, token),
+            ("AgentsFunction", "GET", "/agents", None, token),
+        ]
         for function, method, path, body, bearer in routes:
             call(function, method, path, body, bearer)  # warm-up: secrets and clients cached
             requests.clear()
             call(function, method, path, body, bearer)
             rows.append({"route": f"{method} {path}", "requests": len(requests), "operations": list(requests)})
+        # A run start takes the agent's lock: warm up on one agent, count on the other.
+        warm_agent, counted_agent = (item["id"] for item in call("AgentsFunction", "GET", "/agents", None, token)["items"])
+        call("AgentsFunction", "POST", f"/agents/{warm_agent}/runs", {}, token)
+        requests.clear()
+        run = call("AgentsFunction", "POST", f"/agents/{counted_agent}/runs", {}, token)
+        assert run["status"] == "running", run
+        rows.append({"route": "POST /agents/{id}/runs", "requests": len(requests), "operations": list(requests)})
         requests.clear()
         refresh = call("AuthFunction", "POST", "/auth/login", {"email": "bench@example.com", "password": "bench password"})
         requests.clear()
