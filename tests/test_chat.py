@@ -303,7 +303,7 @@ def _chat_over_a_socket(stack, headers, body):
     host, port = stack.gateway.server_address[:2]
     connection = socket.create_connection((host, port), timeout=60)
     payload = json.dumps(body).encode()
-    head = [f"POST /chat HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    head = ["POST /chat HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json", f"Content-Length: {len(payload)}"]
     head += [f"{name}: {value}" for name, value in headers.items()]
     connection.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
     return connection
