@@ -85,26 +85,35 @@ def create_agent(client, user, **fields):
 
 
 def start(client, user, agent_id, **body):
-    return client.post(f"/agents/{agent_id}/runs", json=body, headers=user["headers"])
+    while True:  # waiting out the per-minute limit, as `get` does
+        response = client.post(f"/agents/{agent_id}/runs", json=body, headers=user["headers"])
+        if response.status_code != 429:
+            return response
+        time.sleep(int(response.headers["Retry-After"]))
+
+
+def get(client, user, path, params=None):
+    """A GET that waits out the account's per-minute limit: polling runs counts against it."""
+    while True:
+        response = client.get(path, params=params, headers=user["headers"])
+        if response.status_code != 429:
+            assert response.status_code == 200, response.text
+            return response.json()
+        time.sleep(int(response.headers["Retry-After"]))
 
 
 def wait_for_run(client, user, run_id, until=lambda run: run["status"] != "running", seconds=90, params=None):
     deadline = time.monotonic() + seconds
     while True:
-        response = client.get(f"/runs/{run_id}", params=params, headers=user["headers"])
-        if response.status_code == 429:  # polling counts against the account's per-minute limit
-            time.sleep(int(response.headers["Retry-After"]))
-            continue
-        assert response.status_code == 200, response.text
-        run = response.json()
+        run = get(client, user, f"/runs/{run_id}", params)
         if until(run):
             return run
         assert time.monotonic() < deadline, f"run never reached the expected state: {run}"
-        time.sleep(0.3)
+        time.sleep(0.5)
 
 
 def ledger(client, user):
-    return client.get("/billing/ledger", params={"limit": 100}, headers=user["headers"]).json()["items"]
+    return get(client, user, "/billing/ledger", {"limit": 100})["items"]
 
 
 # --- agents -------------------------------------------------------------------------------
@@ -113,8 +122,8 @@ def test_agent_lifecycle(client, user):
     assert agent["id"].startswith("agt_")
     assert (agent["model"], agent["triggerType"], agent["isActive"], agent["maxRounds"]) == ("local:echo", "manual", True, 3)
     assert "webhook" not in agent
-    assert client.get(f"/agents/{agent['id']}", headers=user["headers"]).json() == agent
-    listed = client.get("/agents", headers=user["headers"]).json()
+    assert get(client, user, f"/agents/{agent['id']}") == agent
+    listed = get(client, user, "/agents")
     assert [item["id"] for item in listed["items"]] == [agent["id"]] and listed["nextCursor"] is None
     changed = client.patch(f"/agents/{agent['id']}", json={"name": "Renamed", "description": None}, headers=user["headers"])
     assert changed.status_code == 200, changed.text
@@ -134,7 +143,7 @@ def test_another_accounts_agent_and_run_are_not_found(client, user, site):
     assert_error(client.get(f"/runs/{run['id']}", headers=stranger["headers"]), 404, "RUN_NOT_FOUND")
     assert_error(client.post(f"/runs/{run['id']}/cancel", headers=stranger["headers"]), 404, "RUN_NOT_FOUND")
     assert_error(client.get("/runs/run_missing", headers=user["headers"]), 404, "RUN_NOT_FOUND")
-    assert client.get("/agents", headers=stranger["headers"]).json()["items"] == []
+    assert get(client, stranger, "/agents")["items"] == []
     wait_for_run(client, user, run["id"])
 
 
@@ -155,7 +164,7 @@ def test_bad_agent_fields_are_refused_and_nothing_is_stored(client, user, body, 
     response = client.post("/agents", json={"name": "A", "systemPrompt": "p", **body}, headers=user["headers"])
     assert_error(response, 400, "VALIDATION_ERROR")
     assert any(detail["field"].startswith(field) for detail in response.json()["details"]), response.json()
-    assert client.get("/agents", headers=user["headers"]).json()["items"] == []
+    assert get(client, user, "/agents")["items"] == []
 
 
 def test_agent_limit_holds_under_parallel_creates(client, user):
@@ -166,7 +175,7 @@ def test_agent_limit_holds_under_parallel_creates(client, user):
     for response in responses:
         if response.status_code == 403:
             assert_error(response, 403, "AGENT_LIMIT_REACHED")
-    assert len(client.get("/agents", headers=user["headers"]).json()["items"]) == 2
+    assert len(get(client, user, "/agents")["items"]) == 2
 
 
 def test_webhook_and_scheduled_triggers_need_a_tier_with_them(client, user):
@@ -175,7 +184,7 @@ def test_webhook_and_scheduled_triggers_need_a_tier_with_them(client, user):
     assert_error(client.post("/agents", json=scheduled, headers=user["headers"]), 403, "TIER_REQUIRED")
     agent = create_agent(client, user)
     assert_error(client.patch(f"/agents/{agent['id']}", json={"triggerType": "webhook"}, headers=user["headers"]), 403, "TIER_REQUIRED")
-    assert client.get(f"/agents/{agent['id']}", headers=user["headers"]).json()["triggerType"] == "manual"
+    assert get(client, user, f"/agents/{agent['id']}")["triggerType"] == "manual"
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -198,9 +207,9 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     assert json.loads(call.body) == {"q": "cats"} and call.headers["authorization"] == "Bearer site-token"
     # The first message was the system prompt, a blank line and the input as compact JSON.
     assert [entry["delta"] for entry in ledger(client, user)][:3] == [-1, -1, -1]
-    listed = client.get(f"/agents/{agent['id']}/runs", headers=user["headers"]).json()
+    listed = get(client, user, f"/agents/{agent['id']}/runs")
     assert [item["id"] for item in listed["items"]] == [run["id"]]
-    assert client.get(f"/agents/{agent['id']}", headers=user["headers"]).json()["activeRunId"] is None
+    assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
 
 
 def test_the_model_sees_the_prompt_and_the_input(client, user):
@@ -228,7 +237,7 @@ def test_six_parallel_starts_admit_exactly_one(client, user, site, gate):
         if response.status_code == 409:
             assert_error(response, 409, "AGENT_ALREADY_RUNNING")
     (winner,) = [response.json() for response in responses if response.status_code == 202]
-    assert len(client.get(f"/agents/{agent['id']}/runs", headers=user["headers"]).json()["items"]) == 1
+    assert len(get(client, user, f"/agents/{agent['id']}/runs")["items"]) == 1
     gate.opened.set()
     assert wait_for_run(client, user, winner["id"])["status"] == "succeeded"
     assert start(client, user, agent["id"]).status_code == 202  # free again
@@ -251,7 +260,7 @@ def test_cancel_during_a_slow_tool_frees_the_agent_at_once(client, user, site, g
     # The first run's late tool step finishes without touching the second run's hold on the agent.
     gate.opened.set()
     assert wait_for_run(client, user, second.json()["id"])["status"] == "succeeded"
-    first = client.get(f"/runs/{run['id']}", headers=user["headers"]).json()
+    first = get(client, user, f"/runs/{run['id']}")
     assert first["status"] == "cancelled"
     assert local_stack.emulator.client("stepfunctions").describe_execution(executionArn=execution)["status"] == "ABORTED"
     # Credits for the completed model turn stay spent.
@@ -268,7 +277,7 @@ def test_a_run_stopped_outside_the_api_still_frees_the_agent(client, user, site,
     # The execution status change (EventBridge rule) ends the run as cancelled and frees the agent.
     ended = wait_for_run(client, user, run["id"])
     assert ended["status"] == "cancelled"
-    assert client.get(f"/agents/{agent['id']}", headers=user["headers"]).json()["activeRunId"] is None
+    assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
     gate.opened.set()
     assert start(client, user, agent["id"]).status_code == 202
 
@@ -293,7 +302,7 @@ def test_a_lock_whose_execution_ended_unnoticed_is_reclaimed(client, user, local
         ExpressionAttributeValues={":running": {"S": "running"}},
     )
     assert start(client, user, agent["id"]).status_code == 202
-    assert client.get(f"/runs/{run['id']}", headers=user["headers"]).json()["status"] == "succeeded"
+    assert get(client, user, f"/runs/{run['id']}")["status"] == "succeeded"
 
 
 def test_an_expired_lease_frees_the_agent_and_an_unexpired_one_does_not(client, user, local_stack):
@@ -325,18 +334,18 @@ def test_a_run_past_run_timeout_seconds_times_out_and_frees_the_agent(client, us
     assert ended["status"] == "timed_out", ended
     assert ended["error"]["code"] == "RUN_TIMED_OUT"
     gate.opened.set()
-    assert client.get(f"/agents/{agent['id']}", headers=user["headers"]).json()["activeRunId"] is None
+    assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
 
 
 def test_credits_running_out_mid_run_fail_it_with_no_credits(client, user, site, admin):
     names = connect(client, user, site)
     agent = create_agent(client, user, systemPrompt=f'call {names["search"]} {{"q": "x"}}')
-    balance = client.get("/billing", headers=user["headers"]).json()["credits"]
+    balance = get(client, user, "/billing")["credits"]
     client.post(f"/admin/accounts/{user['account']}/credits", json={"credits": 1 - balance, "reason": "test"}, headers=admin)
     run = wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])
     assert run["status"] == "failed" and run["error"]["code"] == "NO_CREDITS", run
     assert run["creditsUsed"] == 1  # the model turn it completed stays paid
-    assert client.get("/billing", headers=user["headers"]).json()["credits"] == 0
+    assert get(client, user, "/billing")["credits"] == 0
     assert not [r for r in site.requests if r.path == "/tools/search"]  # no call it could not pay for
     assert_error(start(client, user, agent["id"]), 402, "NO_CREDITS")
 
@@ -372,9 +381,9 @@ def test_the_outgoing_limit_pauses_a_run_until_the_window_allows(client, user, s
 def test_runs_are_listed_newest_first_with_pages(client, user):
     agent = create_agent(client, user)
     ids = [wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])["id"] for _ in range(3)]
-    first = client.get(f"/agents/{agent['id']}/runs", params={"limit": 2}, headers=user["headers"]).json()
+    first = get(client, user, f"/agents/{agent['id']}/runs", {"limit": 2})
     assert [item["id"] for item in first["items"]] == ids[::-1][:2] and first["nextCursor"]
-    second = client.get(f"/agents/{agent['id']}/runs", params={"limit": 2, "cursor": first["nextCursor"]}, headers=user["headers"]).json()
+    second = get(client, user, f"/agents/{agent['id']}/runs", {"limit": 2, "cursor": first["nextCursor"]})
     assert [item["id"] for item in second["items"]] == [ids[0]] and second["nextCursor"] is None
 
 
@@ -389,7 +398,7 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     agent = create_agent(client, pro_user, triggerType="webhook", webhookSchema=schema)
     url, secret = agent["webhook"]["url"], agent["webhook"]["secret"]
     assert url.startswith(f"{local_stack.url}/webhooks/") and url.endswith(agent["id"]) and secret
-    assert "secret" not in client.get(f"/agents/{agent['id']}", headers=pro_user["headers"]).json()["webhook"]
+    assert "secret" not in get(client, pro_user, f"/agents/{agent['id']}")["webhook"]
     assert_error(client.post(url, json={"order": 1}), 401, "WEBHOOK_SECRET_INVALID")
     assert_error(client.post(url, json={"order": 1}, headers={"X-Webhook-Secret": secret + "x"}), 401, "WEBHOOK_SECRET_INVALID")
     assert_error(client.post(f"{local_stack.url}/webhooks/agt_unknown", json={}, headers={"X-Webhook-Secret": secret}), 401, "WEBHOOK_SECRET_INVALID")
@@ -397,7 +406,7 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     assert_error(invalid, 422, "WEBHOOK_PAYLOAD_INVALID")
     assert invalid.json()["details"][0]["field"] == "body.order"
     assert_error(client.post(url, content=b"{not json", headers={"X-Webhook-Secret": secret, "Content-Type": "application/json"}), 422, "WEBHOOK_PAYLOAD_INVALID")
-    assert client.get(f"/agents/{agent['id']}/runs", headers=pro_user["headers"]).json()["items"] == []
+    assert get(client, pro_user, f"/agents/{agent['id']}/runs")["items"] == []
     accepted = client.post(url, json={"order": 7}, headers={"X-Webhook-Secret": secret})
     assert accepted.status_code == 202, accepted.text
     run = wait_for_run(client, pro_user, accepted.json()["runId"])
@@ -446,7 +455,7 @@ def test_a_scheduled_agents_schedule_follows_the_agent(client, pro_user, local_s
     client.patch(f"/agents/{agent['id']}", json={"triggerType": "manual"}, headers=pro_user["headers"])
     with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
         scheduler.get_schedule(Name=agent["id"], GroupName="conduit-local-agents")
-    assert client.get(f"/agents/{agent['id']}", headers=pro_user["headers"]).json()["schedule"] is None
+    assert get(client, pro_user, f"/agents/{agent['id']}")["schedule"] is None
 
 
 def test_deleting_a_scheduled_agent_deletes_its_schedule(client, pro_user, local_stack):
@@ -466,7 +475,7 @@ def test_bad_schedules_are_refused(client, pro_user, schedule, timezone):
     if timezone:
         body["timezone"] = timezone
     assert_error(client.post("/agents", json=body, headers=pro_user["headers"]), 400, "VALIDATION_ERROR")
-    assert client.get("/agents", headers=pro_user["headers"]).json()["items"] == []
+    assert get(client, pro_user, "/agents")["items"] == []
 
 
 # --- workspaces -----------------------------------------------------------------------------
@@ -475,7 +484,7 @@ def test_workspace_agents_follow_roles(client, admin):
     viewer = new_user(client)
     outsider = new_user(client)
     workspace = client.post("/workspaces", json={"name": "Team"}, headers=owner["headers"]).json()
-    viewer_email = client.get("/auth/me", headers=viewer["headers"]).json()["email"]
+    viewer_email = get(client, viewer, "/auth/me")["email"]
     client.post(f"/workspaces/{workspace['id']}/members", json={"email": viewer_email, "role": "viewer"}, headers=owner["headers"])
     client.post(f"/admin/accounts/{workspace['id']}/credits", json={"credits": 10, "reason": "test"}, headers=admin)
     agent = create_agent(client, owner, workspaceId=workspace["id"])
@@ -484,7 +493,7 @@ def test_workspace_agents_follow_roles(client, admin):
     assert_error(client.post("/agents", json={"name": "A", "systemPrompt": "p", "workspaceId": workspace["id"]}, headers=viewer["headers"]), 403, "PERMISSION_DENIED")
     assert_error(client.post(f"/agents/{agent['id']}/runs", params=params, json={}, headers=viewer["headers"]), 403, "PERMISSION_DENIED")
     assert_error(client.get(f"/agents/{agent['id']}", params=params, headers=outsider["headers"]), 404, "WORKSPACE_NOT_FOUND")
-    assert client.get("/agents", headers=owner["headers"]).json()["items"] == []  # personal list
+    assert get(client, owner, "/agents")["items"] == []  # personal list
     started = client.post(f"/agents/{agent['id']}/runs", params=params, json={}, headers=owner["headers"])
     assert started.status_code == 202
     assert client.get(f"/runs/{started.json()['id']}", params=params, headers=viewer["headers"]).status_code == 200
