@@ -164,12 +164,12 @@ def start_run(account: Account, agent: dict[str, Any], run_input: Any, trigger: 
     lease_until = int(now.timestamp()) + settings.run_timeout_seconds + LEASE_MARGIN_SECONDS
     agents = AgentsRepository()
     if not agents.lock_and_put_run(agent["agentId"], run_item(run), int(now.timestamp()), lease_until):
-        holder = (agents.find(agent["agentId"]) or {}).get("activeRunId")
-        holding_run = RunsRepository().find(holder) if holder else None
+        current = agents.find(agent["agentId"])
+        if current is None:
+            raise ConduitError("AGENT_NOT_FOUND")
+        holding_run = RunsRepository().find(current["activeRunId"]) if current.get("activeRunId") else None
         # A holder whose execution has ended (an ending never recorded) is ended now; then try once more.
         if holding_run is None or reconcile(holding_run)["status"] == RUNNING:
-            if agents.find(agent["agentId"]) is None:
-                raise ConduitError("AGENT_NOT_FOUND")
             raise ConduitError("AGENT_ALREADY_RUNNING")
         if not agents.lock_and_put_run(agent["agentId"], run_item(run), int(now.timestamp()), lease_until):
             raise ConduitError("AGENT_ALREADY_RUNNING")

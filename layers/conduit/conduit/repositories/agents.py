@@ -37,7 +37,8 @@ class AgentsRepository(Repository):
         create_counted(self.client, self.table_name, agent["accountId"], "agents", max_agents, [put])
 
     def find(self, agent_id: str) -> dict[str, Any] | None:
-        return self.get(f"AGENT#{agent_id}", "AGENT")
+        key = agent_key(agent_id)
+        return self.get(key["PK"], key["SK"])
 
     def list_agents(self, account_id: str, limit: int, cursor: str | None) -> Page:
         return self.query_page(agents_of(account_id), index="GSI1", limit=limit, cursor=cursor, newest_first=True)

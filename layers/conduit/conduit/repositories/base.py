@@ -88,8 +88,25 @@ class Repository:
         self, key: dict[str, str], values: dict[str, Any], remove: tuple[str, ...], not_found: Exception
     ) -> dict[str, Any]:
         """Set (and remove) attributes of an item that exists, returning it as stored; `not_found` if it is gone."""
+        item = self.update_where(key, values, remove)
+        if item is None:
+            raise not_found
+        return item
+
+    def update_where(
+        self,
+        key: dict[str, str],
+        values: dict[str, Any],
+        remove: tuple[str, ...] = (),
+        *,
+        condition: str = "attribute_exists(PK)",
+        condition_names: dict[str, str] | None = None,
+        condition_values: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Set (and remove) attributes if `condition` holds, returning the item as stored; None if it does not."""
         names = {f"#a{index}": name for index, name in enumerate(values)}
         names.update({f"#r{index}": name for index, name in enumerate(remove)})
+        names.update(condition_names or {})
         clauses = []
         if values:
             clauses.append("SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))))
@@ -99,16 +116,17 @@ class Repository:
             "TableName": self.table_name,
             "Key": to_item(key),
             "UpdateExpression": " ".join(clauses),
-            "ConditionExpression": "attribute_exists(PK)",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ReturnValues": "ALL_NEW",
         }
-        if values:
-            request["ExpressionAttributeValues"] = to_item({f":v{index}": value for index, value in enumerate(values.values())})
+        attribute_values = {**{f":v{index}": value for index, value in enumerate(values.values())}, **(condition_values or {})}
+        if attribute_values:
+            request["ExpressionAttributeValues"] = to_item(attribute_values)
         try:
             response = self.client.update_item(**request)
         except self.client.exceptions.ConditionalCheckFailedException:
-            raise not_found from None
+            return None
         return from_item(response["Attributes"])
 
     def query_all(self, pk: str, *, sk_prefix: str | None = None, index: str | None = None) -> list[dict[str, Any]]:

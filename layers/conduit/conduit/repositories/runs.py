@@ -85,17 +85,11 @@ class RunsRepository(Repository):
 
     def end(self, run_id: str, values: dict[str, Any]) -> bool:
         """Move a running run to its end state; False when it has already ended (each run ends once)."""
-        names = {f"#a{index}": name for index, name in enumerate(values)}
-        attribute_values = {f":v{index}": value for index, value in enumerate(values.values())}
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=to_item({"PK": run_pk(run_id), "SK": "RUN"}),
-                UpdateExpression="SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))),
-                ConditionExpression="#status = :running",
-                ExpressionAttributeNames={**names, "#status": "status"},
-                ExpressionAttributeValues=to_item({**attribute_values, ":running": RUNNING}),
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        ended = self.update_where(
+            {"PK": run_pk(run_id), "SK": "RUN"},
+            values,
+            condition="#status = :running",
+            condition_names={"#status": "status"},
+            condition_values={":running": RUNNING},
+        )
+        return ended is not None
