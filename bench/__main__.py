@@ -10,27 +10,49 @@ from pathlib import Path
 from bench import chat_overhead, cold_import, dynamodb_requests, latency
 
 
+def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
+    """A titled table: the first column left-aligned in its width, the others right-aligned;
+    a column of width 0 comes last, unpadded, after two spaces."""
+
+    def line(cells: list[object]) -> str:
+        text = ""
+        for index, (cell, (_, width)) in enumerate(zip(cells, columns)):
+            text += f"{cell!s:<{width}}" if index == 0 else (f"  {cell}" if width == 0 else f"{cell!s:>{width}}")
+        return text
+
+    print(f"\n{title}")
+    print(line([header for header, _ in columns]))
+    for row in rows:
+        print(line(row))
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     results = {"machine": {"python": platform.python_version(), "cpu": platform.machine()}}
     results["cold_import"] = cold_import.measure()
-    print("Cold import of each handler module (median of 7 fresh processes)")
-    print(f"{'function':<34}{'median ms':>10}{'x baseline':>12}")
-    for row in results["cold_import"]:
-        print(f"{row['function']:<34}{row['median_ms']:>10}{row['ratio_to_baseline']:>12}")
+    print_table(
+        "Cold import of each handler module (median of 7 fresh processes)",
+        [("function", 34), ("median ms", 10), ("x baseline", 12)],
+        [[row["function"], row["median_ms"], row["ratio_to_baseline"]] for row in results["cold_import"]],
+    )
     results["dynamodb_requests"] = dynamodb_requests.measure()
-    print("\nDynamoDB requests per API call (authenticated unless login/refresh)")
-    print(f"{'route':<26}{'requests':>9}  operations")
-    for row in results["dynamodb_requests"]:
-        print(f"{row['route']:<26}{row['requests']:>9}  {', '.join(row['operations'])}")
+    print_table(
+        "DynamoDB requests per API call (authenticated unless login/refresh)",
+        [("route", 26), ("requests", 9), ("operations", 0)],
+        [[row["route"], row["requests"], ", ".join(row["operations"])] for row in results["dynamodb_requests"]],
+    )
     results["chat_overhead"] = overhead = chat_overhead.measure()
     print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
     print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")
     results["latency"] = latency.measure()
-    print("\nLatency of the local stack (each client its own user; a run start is timed to its 202)")
-    print(f"{'operation':<30}{'clients':>8}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}")
-    for row in results["latency"]:
-        print(f"{row['operation']:<30}{row['clients']:>8}{row['requests']:>9}{row['p50_ms']:>9}{row['p95_ms']:>9}{row['requests_per_second']:>8}")
+    print_table(
+        "Latency of the local stack (each client its own user; a run start is timed to its 202)",
+        [("operation", 30), ("clients", 8), ("requests", 9), ("p50 ms", 9), ("p95 ms", 9), ("req/s", 8)],
+        [
+            [row["operation"], row["clients"], row["requests"], row["p50_ms"], row["p95_ms"], row["requests_per_second"]]
+            for row in results["latency"]
+        ],
+    )
     output = Path(__file__).parent / "results" / "latest.json"
     output.parent.mkdir(exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
