@@ -253,7 +253,7 @@ def test_public_urls_pass_the_check(url: str, addresses: list[str]) -> None:
         ("https://[::ffff:7f00:1]/", ["::ffff:127.0.0.1"]),
         ("https://localhost/", ["127.0.0.1", "::1"]),
         ("http://[::1]/", ["::1"]),
-        ("http://loopback.example:8080/", ["127.0.0.1"]),
+        ("https://loopback.example:8080/", ["127.0.0.1"]),  # a name: judged by its addresses
     ],
 )
 def test_local_mode_allows_loopback_in_every_form(url: str, addresses: list[str]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from conduit import site_oauth, vault
 from conduit.access import account_for
@@ -21,11 +23,18 @@ class NewSite(StrictBody):
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
+# RFC 6749 §3.3 scope-token characters.
+ScopeToken = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
+
+
 class OAuthStart(StrictBody):
     url: str = Field(min_length=1, max_length=2048)
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
-    # Where the site sends the user back with the code; sent as redirect_uri when given.
+    # Where the site sends the user back with the code: an https URL or urn:ietf:wg:oauth:2.0:oob
+    # (the site shows the code). Default: the out-of-band URN when the manifest lists it.
     redirectUri: str | None = Field(None, min_length=1, max_length=2048)
+    # Scopes to ask for; default the least, `read` (API.md §11).
+    scopes: list[ScopeToken] | None = Field(None, min_length=1, max_length=20)
 
 
 class OAuthComplete(StrictBody):
@@ -76,7 +85,8 @@ def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId =
 
 @app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site")
 def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
-    return site_oauth.start(account_for(caller, request.workspaceId, "write"), request.url, request.redirectUri)
+    account = account_for(caller, request.workspaceId, "write")
+    return site_oauth.start(account, request.url, request.redirectUri, request.scopes)
 
 
 @app.post("/vault/oauth/complete", tags=["Vault"], summary="Exchange the authorization code and store the site", status_code=201)

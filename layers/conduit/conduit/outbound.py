@@ -88,9 +88,37 @@ _INTERNAL_SUFFIX = ".internal"  # private-use TLD: metadata.google.internal, ec2
 
 
 def _is_loopback(ip: IPAddress) -> bool:
+    """127.0.0.0/8 and ::1 (an IPv4-mapped 127.x is the same address)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+# --- local mode: the one definition of what it allows ----------------------------------------
+# Local mode (`LOCAL_MODE`, `make dev`) also allows http:// to a loopback host: an IP literal in
+# 127.0.0.0/8 or ::1 (any form the resolver accepts: 127.1, 0x7f000001, ::ffff:127.0.0.2), or a
+# `localhost` name (RFC 6761). The site URL, every URL in a manifest, OAuth URLs and this client
+# all ask `is_loopback_host` / `check_url_syntax`, so they cannot disagree (tests/test_local_mode.py).
+LOOPBACK_HOSTS = "127.0.0.0/8, ::1 or localhost"
+
+
+def accepted_urls(allow_loopback: bool) -> str:
+    """What the current mode accepts, for refusal messages."""
+    if allow_loopback:
+        return f"Only absolute https:// URLs, or http:// on loopback ({LOOPBACK_HOSTS}), are allowed"
+    return "Only https:// URLs are allowed"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback host by local mode's definition (a name or literal, without DNS)."""
+    host = host.lower().strip("[]").rstrip(".")
+    if _is_loopback_name(host):
+        return True
+    try:
+        literal = _literal_address(host)
+    except OutboundRefused:
+        return False
+    return literal is not None and _is_loopback(literal)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -163,7 +191,7 @@ def _display(url: httpx.URL) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _parse(url: str | httpx.URL) -> httpx.URL:
+def _parse(url: str | httpx.URL, allow_loopback: bool) -> httpx.URL:
     """Parse with httpx, the same parser that builds the request, so the check sees what is sent."""
     raw = str(url)
     try:
@@ -172,7 +200,7 @@ def _parse(url: str | httpx.URL) -> httpx.URL:
     except (httpx.InvalidURL, ValueError, TypeError):
         raise OutboundRefused("The URL is malformed") from None
     if parsed.scheme not in _DEFAULT_PORTS:
-        raise OutboundRefused("Only https:// URLs are allowed")
+        raise OutboundRefused(accepted_urls(allow_loopback))
     # Any "@" in the authority, even with empty userinfo: parsers disagree about such URLs.
     if parsed.userinfo or "@" in authority:
         raise OutboundRefused("URLs with credentials are not allowed")
@@ -224,6 +252,26 @@ def _literal_address(host: str) -> IPAddress | None:
         except OSError:
             return None  # hex-looking name such as "cafe.bad"
     return None
+
+
+def check_url_syntax(url: str | httpx.URL, *, allow_loopback: bool) -> httpx.URL:
+    """Everything about a URL that can be judged without DNS: scheme, credentials, port, host, and
+    the address policy for IP literals and loopback or internal names. Used on its own for URLs that
+    are only stored now (a manifest's call and OAuth URLs) and as the first step of every fetch."""
+    parsed = _parse(url, allow_loopback)
+    host = _host(parsed)
+    if parsed.scheme == "http" and not (allow_loopback and is_loopback_host(host)):
+        raise OutboundRefused(accepted_urls(allow_loopback))  # before any DNS
+    literal = _literal_address(host)
+    if literal is not None:
+        reason = _refusal(literal, allow_loopback)
+        if reason is not None:
+            raise OutboundRefused(f"{_display(parsed)} resolves to a refused address ({reason})")
+    elif _is_loopback_name(host) and not allow_loopback:
+        raise OutboundRefused(f"{_display(parsed)} is a loopback name")
+    elif host.endswith(_INTERNAL_SUFFIX):
+        raise OutboundRefused(f"{_display(parsed)} is an internal name")
+    return parsed
 
 
 def _system_resolver(host: str, port: int) -> list[str]:
@@ -452,28 +500,21 @@ class GuardedClient:
     # -- steps --
 
     def _check(self, url: str | httpx.URL) -> _Target:
-        parsed = _parse(url)
+        parsed = check_url_syntax(url, allow_loopback=self.allow_loopback)
         host = _host(parsed)
-        if parsed.scheme == "http" and not self.allow_loopback:
-            raise OutboundRefused("Only https:// URLs are allowed")  # before any DNS
         literal = _literal_address(host)
         if literal is not None:
             addresses = [str(literal)]
         else:
             addresses = self._resolve_name(host, parsed)
         display = _display(parsed)
-        ips = [self._allowed_address(address, display) for address in addresses]
-        if parsed.scheme == "http" and not all(_is_loopback(ip) for ip in ips):
-            raise OutboundRefused("Only https:// URLs are allowed (http:// only on loopback in local mode)")
+        for address in addresses:
+            self._allowed_address(address, display)
         return _Target(parsed, host, literal is None, tuple(addresses))
 
     def _resolve_name(self, host: str, url: httpx.URL) -> list[str]:
-        if _is_loopback_name(host):
-            if self.allow_loopback:
-                return ["127.0.0.1", "::1"]
-            raise OutboundRefused(f"{_display(url)} is a loopback name")
-        if host.endswith(_INTERNAL_SUFFIX):
-            raise OutboundRefused(f"{_display(url)} is an internal name")
+        if _is_loopback_name(host):  # never sent to DNS; check_url_syntax refused it outside local mode
+            return ["127.0.0.1", "::1"]
         try:
             found = self._resolver(host, url.port or _DEFAULT_PORTS[url.scheme])
         except Exception:  # any resolver failure (gaierror, timeout, ...) means "cannot reach"

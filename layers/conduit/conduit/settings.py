@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     schedule_target_arn: str = Field("", validation_alias="SCHEDULE_TARGET_ARN")
     webhook_base_url: str = Field("", validation_alias="WEBHOOK_BASE_URL")  # the webhooks Function URL
 
+    # Site OAuth (API.md §11): the client id Conduit presents to every oauth2 site; empty means the
+    # manifest's rule (site_oauth.py, manifests.oauth_client_id).
+    site_oauth_client_id: str = Field("", max_length=256, pattern=r"^[\x21-\x7e]*$", validation_alias="SITE_OAUTH_CLIENT_ID")
+
     # KMS key that encrypts site tokens in the vault.
     vault_key_id: str = Field("alias/VaultKey", validation_alias="VAULT_KEY_ID")
 

@@ -5,6 +5,12 @@ Authorization: `start` fetches the manifest, keeps a pending authorization for
 URL; `complete` consumes that state once, exchanges the code at `token_url`
 and stores the site with its tokens.
 
+Per manifest (API.md §11): the client id by `manifests.oauth_client_id`; the
+redirect URI the caller names (https, or the out-of-band URN), else the
+out-of-band URN when the site lists it (the site shows the code, the person
+pastes it into `/vault/oauth/complete`); the least scope (`read`) unless the
+caller names `scopes`.
+
 Refresh: proactively shortly before the access token expires, and once after
 a 401/403 from a tool call. A conditional write on the site is the lock, so
 concurrent callers make exactly one exchange: the holder exchanges and stores
@@ -25,8 +31,8 @@ from urllib.parse import urlencode
 from conduit import token_box
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, utc_now
-from conduit.manifests import fetch_manifest
-from conduit.outbound import GuardedClient, OutboundError
+from conduit.manifests import DEFAULT_CLIENT_ID, OOB_REDIRECT, Manifest, fetch_manifest, oauth_client_id
+from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, check_url_syntax
 from conduit.repositories.accounts import Account
 from conduit.repositories.sites import SitesRepository
 from conduit.vault import add_site, check_site_url, outbound_client, site_token
@@ -35,7 +41,7 @@ PENDING_SECONDS = 15 * 60
 REFRESH_AHEAD_SECONDS = 60  # refresh a token that expires within this
 LOCK_LEASE_SECONDS = 30  # a crashed refresher blocks others for at most this
 WAIT_FOR_REFRESH_SECONDS = 10.0
-DEFAULT_CLIENT_ID = "conduit"
+LEAST_SCOPE = "read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +59,68 @@ def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).decode("ascii").rstrip("=")
 
 
-def start(account: Account, url: str, redirect_uri: str | None) -> dict[str, str]:
+def check_redirect_uri(uri: str, client: GuardedClient) -> None:
+    """A redirect URI a caller names: the out-of-band URN, or an absolute https:// URL (http:// on
+    loopback in local mode, by the one definition of outbound.py) without credentials or fragment.
+    Never `javascript:`, `data:` or any other scheme."""
+    if uri == OOB_REDIRECT:
+        return
+    try:
+        parsed = check_url_syntax(uri, allow_loopback=client.allow_loopback)
+    except OutboundRefused as refused:
+        raise validation_error("redirectUri", f"{refused}, or {OOB_REDIRECT}") from None
+    if parsed.fragment or "#" in uri:
+        raise validation_error("redirectUri", "must not have a fragment (RFC 6749 §3.1.2)")
+
+
+def _redirect_uri(manifest: Manifest, requested: str | None, client: GuardedClient) -> str | None:
+    if requested is not None:
+        check_redirect_uri(requested, client)
+        if manifest.redirect_uris and requested not in manifest.redirect_uris:
+            accepted = ", ".join(manifest.redirect_uris)
+            raise validation_error("redirectUri", f"the site accepts only these redirect URIs: {accepted}")
+        return requested
+    return OOB_REDIRECT if OOB_REDIRECT in manifest.redirect_uris else None
+
+
+def _requested_scopes(manifest: Manifest, requested: list[str] | None) -> list[str]:
+    """Least privilege: `read` (when the site has it) unless the caller names scopes; never more."""
+    if not requested:
+        return [LEAST_SCOPE] if LEAST_SCOPE in manifest.scopes else []
+    unknown = [scope for scope in requested if manifest.scopes and scope not in manifest.scopes]
+    if unknown:
+        offered = ", ".join(manifest.scopes)
+        raise validation_error("scopes", f"not offered by the site: {', '.join(unknown)} (it offers {offered})")
+    return list(dict.fromkeys(requested))
+
+
+def _client_id(manifest: Manifest) -> str:
+    client_id = oauth_client_id(manifest)
+    if client_id is None:
+        registered = ", ".join(client for client, _ in manifest.registered_clients)
+        raise validation_error(
+            "url",
+            f"the site accepts only its registered OAuth clients ({registered}), none of them Conduit's: "
+            "ask the site to register a client for Conduit, or set SITE_OAUTH_CLIENT_ID",
+        )
+    return client_id
+
+
+def start(
+    account: Account, url: str, redirect_uri: str | None, scopes: list[str] | None = None
+) -> dict[str, str | list[str] | None]:
     client = outbound_client()
     check_site_url(url, client)
     manifest, manifest_url = fetch_manifest(url, None, client)
     if manifest.auth_type != "oauth2":
         raise validation_error("url", "the site does not use OAuth2; add it with a token instead")
+    method = manifest.code_challenge_method
+    if method and method.upper() != "S256":
+        raise validation_error("url", f"the site asks for PKCE method {method[:16]!r}; Conduit uses S256 only")
+    redirect_uri = _redirect_uri(manifest, redirect_uri, client)
+    requested = _requested_scopes(manifest, scopes)
+    client_id = _client_id(manifest)
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
-    client_id = manifest.client_id or DEFAULT_CLIENT_ID
     SitesRepository().put_pending_authorization(
         state,
         {
@@ -81,12 +141,18 @@ def start(account: Account, url: str, redirect_uri: str | None) -> dict[str, str
         "code_challenge": _challenge(verifier),
         "code_challenge_method": "S256",
     }
-    if manifest.scopes:
-        parameters["scope"] = " ".join(manifest.scopes)
+    if requested:
+        parameters["scope"] = " ".join(requested)
     if redirect_uri:
         parameters["redirect_uri"] = redirect_uri
     separator = "&" if "?" in (manifest.authorization_url or "") else "?"
-    return {"authorizationUrl": f"{manifest.authorization_url}{separator}{urlencode(parameters)}", "state": state}
+    return {
+        "authorizationUrl": f"{manifest.authorization_url}{separator}{urlencode(parameters)}",
+        "state": state,
+        # The out-of-band URN: the site shows the code to the person, who pastes it into /vault/oauth/complete.
+        "redirectUri": redirect_uri,
+        "scopes": requested,
+    }
 
 
 def complete(account: Account, state: str, code: str) -> dict[str, Any]:
@@ -101,7 +167,9 @@ def complete(account: Account, state: str, code: str) -> dict[str, Any]:
         tokens = exchange(pending["tokenUrl"], form, outbound_client())
     except TokenRefused as refused:
         raise validation_error("code", f"the site refused the authorization code ({refused})") from None
-    return add_site(account, pending["url"], tokens.access_token, tokens.refresh_token, tokens.expires_at)
+    return add_site(
+        account, pending["url"], tokens.access_token, tokens.refresh_token, tokens.expires_at, client_id=pending["clientId"]
+    )
 
 
 def exchange(token_url: str, form: dict[str, str], client: GuardedClient) -> TokenSet:

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
+from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
 from conduit.repositories.sites import SitesRepository
 from conduit.site_oauth import can_refresh, refresh, token_for_call
@@ -44,10 +45,15 @@ def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
         raise ConduitError("VALIDATION_ERROR", f"Arguments of {tool['name']} do not match its schema", details=details)
 
 
-def _request(site: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> tuple[str, Any]:
-    if site["callShape"] == "rest":
-        return f"{site['callTarget'].rstrip('/')}/tools/{quote(tool_name, safe='')}", arguments
-    return site["callTarget"], {"name": tool_name, "arguments": arguments}
+def call_request(site: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> tuple[str, Any]:
+    """URL and body of a call, by the call shape stored with the site (manifests.py, §11)."""
+    shape, target = site["callShape"], site["callTarget"]
+    shape = LEGACY_CALL_SHAPES.get(shape, shape)
+    if shape == "rest":
+        return f"{target.rstrip('/')}/tools/{quote(tool_name, safe='')}", arguments
+    if shape == "template":
+        return target.replace(TOOL_NAME_PLACEHOLDER, quote(tool_name, safe="")), arguments
+    return target, {"name": tool_name, "arguments": arguments}  # "named"
 
 
 def call_tool(
@@ -55,7 +61,7 @@ def call_tool(
 ) -> Any:
     tool = find_tool(site, name)
     check_arguments(tool, arguments)
-    url, body = _request(site, tool["name"], arguments)
+    url, body = call_request(site, tool["name"], arguments)
     client = client or GuardedClient(timeout=TOOL_TIMEOUT_SECONDS)
 
     def send(token: str | None) -> OutboundResponse:
@@ -70,8 +76,9 @@ def call_tool(
             raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} failed: {failure}") from None
 
     try:
-        response = send(token_for_call(site))
-        if response.status in (401, 403) and can_refresh(site):
+        uses_token = site.get("authType") != "none"  # auth.type "none": the site takes no token
+        response = send(token_for_call(site) if uses_token else None)
+        if uses_token and response.status in (401, 403) and can_refresh(site):
             # The site rejected the token: refresh once, then retry once.
             response = send(refresh(site))
     finally:

@@ -10,19 +10,16 @@ import httpx
 from conduit import token_box
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, utc_now
-from conduit.manifests import Manifest, fetch_manifest, prefixed_names
+from conduit.manifests import FETCH_SECONDS, Manifest, fetch_manifest, oauth_client_id, prefixed_names
 from conduit.outbound import GuardedClient, OutboundRefused, OutboundUnavailable
 from conduit.repositories.accounts import Account
 from conduit.repositories.base import Page
 from conduit.repositories.sites import SitesRepository
 from conduit.tiers import get_tiers
 
-# Four candidate paths must fit in API Gateway's 29 s: each fetch gets 5 s.
-MANIFEST_TIMEOUT_SECONDS = 5.0
-
-
 def outbound_client() -> GuardedClient:
-    return GuardedClient(timeout=MANIFEST_TIMEOUT_SECONDS)
+    # Discovery bounds its candidates' total time itself (manifests.DISCOVERY_SECONDS).
+    return GuardedClient(timeout=FETCH_SECONDS)
 
 
 def normalize_token(token: str | None) -> str | None:
@@ -42,7 +39,8 @@ def site_domain(url: str) -> str:
 
 
 def check_site_url(url: str, client: GuardedClient) -> None:
-    """An absolute https:// URL (http:// on loopback in local mode) on an allowed address, else INVALID_URL."""
+    """An absolute https:// URL (http:// on loopback in local mode: outbound.is_loopback_host) on an
+    allowed address, else INVALID_URL."""
     try:
         client.check_url(url)
     except OutboundRefused as refused:
@@ -51,7 +49,9 @@ def check_site_url(url: str, client: GuardedClient) -> None:
         raise ConduitError("MANIFEST_NOT_FOUND", str(unavailable)) from None
 
 
-def _manifest_values(manifest: Manifest, manifest_url: str, site_id: str, domain: str) -> dict[str, Any]:
+def _manifest_values(
+    manifest: Manifest, manifest_url: str, site_id: str, domain: str, client_id: str | None = None
+) -> dict[str, Any]:
     names = prefixed_names(domain, site_id, [tool.name for tool in manifest.tools])
     tools = [
         {"name": tool.name, "prefixedName": names[tool.name], "description": tool.description, "inputSchema": tool.input_schema}
@@ -68,7 +68,9 @@ def _manifest_values(manifest: Manifest, manifest_url: str, site_id: str, domain
         "authorizationUrl": manifest.authorization_url or "",
         "tokenUrl": manifest.token_url or "",
         "scopes": manifest.scopes,
-        "clientId": manifest.client_id or "",
+        # The client id the site's tokens were issued to (refreshes must present the same one).
+        "clientId": client_id or oauth_client_id(manifest) or "",
+        "warnings": list(manifest.warnings),
         # JSON, not a DynamoDB map: JSON Schemas hold floats, which the DynamoDB serializer refuses.
         "toolsJson": json.dumps(tools, separators=(",", ":")),
         "manifestFetchedAt": iso(utc_now()),
@@ -90,6 +92,7 @@ def site_view(site: dict[str, Any], *, with_tools: bool = True) -> dict[str, Any
         "createdAt": site["createdAt"],
         "manifestFetchedAt": site["manifestFetchedAt"],
         "lastUsedAt": site.get("lastUsedAt"),
+        "warnings": site.get("warnings") or [],  # tools of the manifest left out, and why (§11)
     }
     if with_tools:
         view["tools"] = json.loads(site["toolsJson"])
@@ -106,7 +109,12 @@ def _sealed_tokens(account_id: str, site_id: str, token: str | None, refresh_tok
 
 
 def add_site(
-    account: Account, url: str, token: str | None, refresh_token: str | None, token_expires_at: int | None = None
+    account: Account,
+    url: str,
+    token: str | None,
+    refresh_token: str | None,
+    token_expires_at: int | None = None,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     """Fetch and validate the manifest, then store the site with its tokens encrypted. Nothing is
     stored unless every step succeeds."""
@@ -122,7 +130,7 @@ def add_site(
         "domain": domain,
         "status": "active",
         "createdAt": now,
-        **_manifest_values(manifest, manifest_url, site_id, domain),
+        **_manifest_values(manifest, manifest_url, site_id, domain, client_id),
         **_sealed_tokens(account.account_id, site_id, token, refresh_token),
     }
     if token_expires_at is not None:
@@ -161,7 +169,8 @@ def refresh_manifest(account: Account, site_id: str) -> dict[str, Any]:
     token = site_token(site)
     client = outbound_client()
     manifest, manifest_url = fetch_manifest(site["manifestUrl"], token, client)
-    updated = sites.update(account.account_id, site_id, _manifest_values(manifest, manifest_url, site_id, site["domain"]))
+    values = _manifest_values(manifest, manifest_url, site_id, site["domain"], site.get("clientId") or None)
+    updated = sites.update(account.account_id, site_id, values)
     return site_view(updated)
 
 
