@@ -8,10 +8,12 @@ tests can check what Conduit sent (and what it never sent).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 # A route answers (status, body) or (status, body, response headers).
@@ -117,7 +119,7 @@ def rest_manifest(site: TestSite, tools: list[dict[str, Any]] | None = None, **e
     }
 
 
-def mcp_manifest(site: TestSite, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def named_manifest(site: TestSite, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The CMS plugins' shape: usage.tools_endpoint with {"name", "arguments"}, tools under usage."""
     return {
         "name": "CMS Site",
@@ -208,3 +210,206 @@ class OAuthServer:
         if token not in self.valid_access:
             return 401, {"error": "invalid_token"}
         return 200, {"token": token}
+
+
+# --- the real CMS plugins (API.md §11) ------------------------------------------------------------
+
+CORPUS_DIR = Path(os.environ.get("CONDUIT_MANIFEST_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus" / "manifests"))
+PLACEHOLDER_ORIGINS = (
+    "https://forum.example.com",
+    "https://blog.example.net",
+    "https://drupal.example.org",
+    "https://myapp.example.com",
+    "https://devcommunity.example.com",
+)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """Where a plugin publishes its manifest and how it routes tool calls (the corpus README).
+    `calls`: "named" (POST `at` with {"name", "arguments"}), "path" (POST `at` + tool name, the
+    arguments as body) or "rest_route" (POST /?rest_route=`at` + tool name, plain permalinks)."""
+
+    manifest_path: str
+    calls: str
+    at: str
+
+
+PLUGINS = {
+    "xenforo-ai-connect-1.2.27.json": Plugin("/api/aiconnect-manifest", "named", "/api/aiconnect-tools"),
+    "wordpress-webmcp-bridge-0.5.7.json": Plugin("/wp-json/goldt-webmcp-bridge/v1/manifest", "path", "/wp-json/goldt-webmcp-bridge/v1/tools/"),
+    "wordpress-webmcp-bridge-0.5.7-plain-permalinks.json": Plugin(
+        "/?rest_route=/goldt-webmcp-bridge/v1/manifest", "rest_route", "/goldt-webmcp-bridge/v1/tools/"
+    ),
+    "wordpress-ai-connect-0.1.0.json": Plugin("/wp-json/ai-connect/v1/manifest", "path", "/wp-json/ai-connect/v1/tools/"),
+    "drupal-ai-connect-1.0.0.json": Plugin("/api/ai-connect/v1/manifest", "path", "/api/ai-connect/v1/tools/"),
+    # The format's own examples publish nowhere in particular: served at the first standard path.
+    "docs-example-adding-a-site.json": Plugin("/.well-known/servio.json", "path", "/api/servio/tools/"),
+    "docs-example-manifest-format.json": Plugin("/.well-known/servio.json", "path", "/api/servio/tools/"),
+}
+
+
+def corpus_manifest(name: str, origin: str) -> dict[str, Any]:
+    """A corpus document with its placeholder origin replaced by `origin`."""
+    text = (CORPUS_DIR / name).read_text()
+    for placeholder in PLACEHOLDER_ORIGINS:
+        text = text.replace(placeholder, origin)
+    return json.loads(text)
+
+
+@dataclass
+class PluginCall:
+    tool: str
+    arguments: Any
+    authorization: str | None
+
+
+class PluginSite(TestSite):
+    """A loopback site running one CMS plugin: it publishes the corpus manifest where the plugin
+    does, and routes tool calls as the plugin does. Anything the plugin would not handle (XenForo's
+    `server.url`, a tool name it does not have, a GET of a tool) is 404; a wrong token is 401."""
+
+    def __init__(self, corpus_name: str, token: str | None = "plugin-token", **options: Any) -> None:
+        self.corpus_name = corpus_name
+        self.plugin = PLUGINS[corpus_name]
+        self.token = token
+        self.calls: list[PluginCall] = []
+        super().__init__(manifest=lambda site: corpus_manifest(corpus_name, site.origin), manifest_path=self.plugin.manifest_path, **options)
+        self.tool_names = [tool["name"] for tool in corpus_manifest(corpus_name, self.origin)["tools"]]
+
+    __test__ = False
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[Any, ...]:
+        if (method, path) in self.routes or method != "POST":
+            return super().answer(method, path, headers, body)
+        routed = self._route(path, body)
+        if routed is None:
+            return 404, {"code": "rest_no_route", "message": "No route was found matching the URL and request method."}
+        tool_name, arguments = routed
+        if self.token and headers.get("authorization") != f"Bearer {self.token}":
+            return 401, {"code": "unauthorized"}
+        self.calls.append(PluginCall(tool_name, arguments, headers.get("authorization")))
+        return 200, {"handledBy": self.corpus_name, "tool": tool_name, "arguments": arguments}
+
+    def _route(self, path: str, body: bytes) -> tuple[str, Any] | None:
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            return None
+        parts = urlsplit(path)
+        plugin = self.plugin
+        if plugin.calls == "named":
+            if parts.path != plugin.at or parts.query or not isinstance(payload, dict):
+                return None
+            tool_name, arguments = payload.get("name"), payload.get("arguments")
+        elif plugin.calls == "path":
+            if parts.query or not parts.path.startswith(plugin.at):
+                return None
+            tool_name, arguments = unquote(parts.path[len(plugin.at):]), payload
+        else:  # rest_route: WordPress reads the route from the query
+            route = parse_qs(parts.query).get("rest_route", [""])[0]
+            if parts.path != "/" or not route.startswith(plugin.at):
+                return None
+            tool_name, arguments = route[len(plugin.at):], payload
+        if tool_name not in self.tool_names:
+            return None
+        return tool_name, arguments
+
+
+class OobOAuthPlugin:
+    """The plugins' OAuth side: the authorization page shows the code to the person (out-of-band);
+    only the out-of-band redirect and the manifest's registered clients are accepted; PKCE S256 is
+    required; refresh tokens rotate (a spent one is refused)."""
+
+    def __init__(self, site: PluginSite, registered_clients: dict[str, str]) -> None:
+        self.site = site
+        self.registered_clients = registered_clients
+        self.codes: dict[str, dict[str, str]] = {}
+        self.access: set[str] = set()
+        self.refresh: str | None = None
+        self.spent: list[str] = []
+        self.exchanges: list[str] = []
+        self.authorizations: list[dict[str, str]] = []
+        self._issued = 0
+        self._lock = threading.Lock()
+        base = site.manifest
+
+        def manifest(s: TestSite) -> dict[str, Any]:
+            document = base(s)
+            document["auth"]["registered_clients"] = registered_clients
+            return document
+
+        site.manifest = manifest
+        auth = corpus_manifest(site.corpus_name, site.origin)["auth"]
+        from urllib.parse import urlsplit
+
+        self.authorize_path = urlsplit(auth["authorization_url"]).path
+        token_url = urlsplit(auth["token_url"])
+        token_path = token_url.path + (f"?{token_url.query}" if token_url.query else "")
+        site.routes[("POST", token_path)] = self._token
+        site.token = None  # tokens are checked here, against what was issued
+        site.answer = self._guarded(site.answer)  # type: ignore[method-assign]
+
+    def _guarded(self, answer: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+        def guarded(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[Any, ...]:
+            if method == "POST" and (method, path) not in self.site.routes:
+                token = headers.get("authorization", "").removeprefix("Bearer ")
+                if token not in self.access:
+                    return 401, {"error": "invalid_token"}
+            return answer(method, path, headers, body)
+
+        return guarded
+
+    def authorize(self, authorization_url: str) -> str:
+        """The person opens the authorization page and approves; the page shows the code."""
+        from urllib.parse import parse_qs, urlsplit
+
+        query = {key: values[0] for key, values in parse_qs(urlsplit(authorization_url).query).items()}
+        self.authorizations.append(query)
+        if query.get("client_id") not in self.registered_clients:
+            raise AssertionError(f"unregistered client {query.get('client_id')!r}")
+        if query.get("redirect_uri") != "urn:ietf:wg:oauth:2.0:oob":
+            raise AssertionError(f"redirect {query.get('redirect_uri')!r} refused: only the out-of-band one is accepted")
+        assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
+        code = f"oob-code-{len(self.codes)}"
+        self.codes[code] = query
+        return code
+
+    def revoke_access(self) -> None:
+        self.access = set()
+
+    def _issue(self) -> dict[str, Any]:
+        self._issued += 1
+        access, refresh = f"oob-at-{self._issued}", f"oob-rt-{self._issued}"
+        self.access = {access}
+        if self.refresh:
+            self.spent.append(self.refresh)
+        self.refresh = refresh
+        return {"access_token": access, "refresh_token": refresh, "expires_in": 3600, "token_type": "Bearer"}
+
+    def _token(self, site: TestSite, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        import base64
+        import hashlib
+        from urllib.parse import parse_qs
+
+        form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
+        with self._lock:
+            self.exchanges.append(form.get("grant_type", ""))
+            if form.get("client_id") not in self.registered_clients:
+                return 401, {"error": "invalid_client"}
+            if form.get("grant_type") == "authorization_code":
+                approved = self.codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+                if approved is None or computed != approved["code_challenge"] or form.get("client_id") != approved["client_id"]:
+                    return 400, {"error": "invalid_grant"}
+                if form.get("redirect_uri") != "urn:ietf:wg:oauth:2.0:oob":
+                    return 400, {"error": "invalid_grant", "error_description": "redirect_uri mismatch"}
+                return 200, self._issue()
+            if form.get("grant_type") == "refresh_token":
+                if form.get("refresh_token") != self.refresh:
+                    return 400, {"error": "invalid_grant"}
+                return 200, self._issue()
+        return 400, {"error": "unsupported_grant_type"}

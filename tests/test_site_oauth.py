@@ -45,7 +45,7 @@ def test_start_and_complete_with_pkce(client, user, oauth_site):
     query = parse_qs(urlsplit(body["authorizationUrl"]).query)
     assert body["authorizationUrl"].startswith(f"{site.origin}/oauth/authorize?")
     assert query["state"] == [body["state"]] and query["response_type"] == ["code"]
-    assert query["scope"] == ["read write"]  # scopes published as an object
+    assert query["scope"] == ["read"]  # the least scope by default (API.md §11), of scopes published as an object
     assert query["redirect_uri"] == ["https://app.example/cb"]
     code = server.approve(body["authorizationUrl"])
     completed = client.post("/vault/oauth/complete", json={"state": body["state"], "code": code}, headers=user)

@@ -12,7 +12,7 @@ from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.tool_calls import call_tool
 
-from .sites import TestSite, mcp_manifest, rest_manifest, tool
+from .sites import TestSite, named_manifest, rest_manifest, tool
 
 
 def echo(site, path, headers, body):
@@ -57,7 +57,7 @@ def test_documented_shape_gets_arguments_as_body_and_the_original_name(make_site
 
 
 def test_cms_shape_gets_name_and_arguments(make_site):
-    site, stored = make_site(manifest=mcp_manifest, routes={("POST", "/wp-json/servio/v1/tools"): echo})
+    site, stored = make_site(manifest=named_manifest, routes={("POST", "/wp-json/servio/v1/tools"): echo})
     result = call_tool(stored, "xenforo.searchThreads", {"q": "x"})
     assert result["body"] == {"name": "xenforo.searchThreads", "arguments": {"q": "x"}}
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from .helpers import assert_error, bearer, register
-from .sites import TestSite, mcp_manifest, rest_manifest, tool
+from .sites import TestSite, named_manifest, rest_manifest, tool
 
 pytestmark = pytest.mark.stack
 
@@ -59,7 +59,7 @@ def test_documented_shape_from_a_bare_origin(client, user, sites):
 
 
 def test_cms_plugin_shape_at_the_third_standard_path(client, user, sites):
-    site = sites(manifest=mcp_manifest, manifest_path="/api/servio/manifest")
+    site = sites(manifest=named_manifest, manifest_path="/api/servio/manifest")
     response = add(client, user, site.origin + "/")
     assert response.status_code == 201, response.text
     assert [t["name"] for t in response.json()["tools"]] == ["xenforo.searchThreads"]
@@ -153,20 +153,23 @@ def test_vault_limit_is_exact_under_parallel_creates(client, user, sites, local_
         ({"name": "n", "version": "1", "server": {"url": "https://a.example"}}, ["tools"]),
         ({"name": "n", "version": "1", "tools": [tool("x")]}, ["server.url"]),
         ({"name": "n", "version": "1", "server": {"url": "http://plain.example"}, "tools": [tool("x")]}, ["server.url"]),
-        ({"name": "n", "version": 3, "server": {"url": "https://a.example"}, "tools": [tool("x")]}, ["version"]),
+        ({"name": "n", "version": {"v": 3}, "server": {"url": "https://a.example"}, "tools": [tool("x")]}, ["version"]),
         (
             {"name": "n", "version": "1", "server": {"url": "https://a.example"}, "tools": [{"name": "x", "description": "d", "input_schema": {"type": "nope"}}]},
-            ["tools.0.input_schema.type"],
+            ["tools", "tools.0.input_schema.type"],  # no valid tool remains: refused with every problem
         ),
         (
-            {"name": "n", "version": "1", "server": {"url": "https://a.example"}, "tools": [{"name": "x", "input_schema": {}}]},
-            ["tools.0.description"],
+            {"name": "n", "version": "1", "server": {"url": "https://a.example"}, "tools": [{"name": "x", "description": 5, "input_schema": {}}]},
+            ["tools", "tools.0.description"],
         ),
         (
             {"name": "n", "version": "1", "server": {"url": "https://a.example"}, "auth": {"type": "oauth2"}, "tools": [tool("x")]},
             ["auth.authorization_url", "auth.token_url"],
         ),
-        ({"name": "n", "version": "1", "server": {"url": "https://a.example"}, "tools": [tool("x"), tool("x")]}, ["tools"]),
+        (
+            {"name": "n", "version": "1", "server": {"url": "ftp://a.example"}, "tools": [{"name": "x", "input_schema": {"type": "nope"}}, "junk"]},
+            ["server.url", "tools", "tools.0.input_schema.type", "tools.1"],
+        ),
         (["not", "an", "object"], ["manifest"]),
     ],
 )
