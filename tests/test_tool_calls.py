@@ -90,3 +90,17 @@ def test_an_unreachable_site_is_site_unavailable(make_site):
     site, stored = make_site()
     site.close()
     assert_code(lambda: call_tool(stored, "search", {"q": "x"}), "SITE_UNAVAILABLE")
+
+
+def test_a_site_stored_with_the_old_call_shape_name_still_works(make_site):
+    """Sites stored before the rename kept `callShape: "mcp"` for the {"name", "arguments"} shape."""
+    site, stored = make_site(manifest=named_manifest, routes={("POST", "/wp-json/servio/v1/tools"): echo})
+    assert stored["callShape"] == "named"
+    SitesRepository().update(stored["accountId"], stored["siteId"], {"callShape": "mcp"})
+    old = SitesRepository().get_site(stored["accountId"], stored["siteId"])
+    assert call_tool(old, "xenforo.searchThreads", {"q": "x"})["body"] == {"name": "xenforo.searchThreads", "arguments": {"q": "x"}}
+
+
+def test_a_site_without_auth_gets_no_token(make_site):
+    site, stored = make_site(manifest=lambda s: rest_manifest(s, auth={"type": "none"}), routes={("POST", "/tools/search"): echo})
+    assert call_tool(stored, "search", {"q": "x"})["authorization"] is None
