@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Site OAuth (API.md §11): the client id Conduit presents to every oauth2 site; empty means the
     # manifest's rule (site_oauth.py, manifests.oauth_client_id).
-    site_oauth_client_id: str = Field("", max_length=256, pattern=r"^[\x21-\x7e]*$", validation_alias="SITE_OAUTH_CLIENT_ID")
+    site_oauth_client_id: str = Field("", max_length=256, pattern=r"^[!-~]*$", validation_alias="SITE_OAUTH_CLIENT_ID")
 
     # KMS key that encrypts site tokens in the vault.
     vault_key_id: str = Field("alias/VaultKey", validation_alias="VAULT_KEY_ID")
