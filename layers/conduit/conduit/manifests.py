@@ -55,7 +55,6 @@ PLUGIN_PATHS = (
     "/?rest_route=/ai-connect/v1/manifest",  # WordPress AI Connect, plain permalinks
 )
 DISCOVERY = STANDARD_PATHS + PLUGIN_PATHS
-MANIFEST_PATHS = STANDARD_PATHS  # the v1 name
 # Every candidate of a bare origin must fit in API Gateway's 29 s: each fetch gets at most
 # FETCH_SECONDS, and discovery as a whole DISCOVERY_SECONDS (candidates past it are not tried).
 FETCH_SECONDS = 5.0
@@ -68,6 +67,7 @@ MAX_NUMBER = 2**53  # beyond this, JSON numbers lose precision in most clients
 MAX_PREFIXED_NAME = 64
 TOOL_NAME_PLACEHOLDER = "{tool_name}"
 OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"
+DEFAULT_CLIENT_ID = "conduit"
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 _META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 
@@ -365,9 +365,6 @@ def oauth_client_id(manifest: Manifest) -> str | None:
         if "conduit" in client_id.lower() or "conduit" in name.lower():
             return client_id
     return None
-
-
-DEFAULT_CLIENT_ID = "conduit"
 
 
 def _call_target(model: ManifestModel) -> tuple[CallShape, str, str] | None:
