@@ -322,3 +322,28 @@ def test_a_site_that_registers_only_other_products_is_refused(client, plugin_sit
     response = client.post("/vault/oauth/start", json={"url": site.origin}, headers=headers)
     assert_error(response, 400, "VALIDATION_ERROR")
     assert "SITE_OAUTH_CLIENT_ID" in response.json()["details"][0]["message"]
+
+
+def test_the_client_id_knob_carries_through_the_whole_flow(account, plugin_sites, monkeypatch):
+    """SITE_OAUTH_CLIENT_ID overrides the manifest: the authorization, the code exchange and every
+    later refresh present it (the stored site remembers the client its tokens belong to)."""
+    from conduit import site_oauth
+    from conduit.settings import get_settings
+
+    site = plugin_sites("wordpress-webmcp-bridge-0.5.7-plain-permalinks.json")
+    oauth = OobOAuthPlugin(site, {"claude-ai": "Claude AI", "platform-7": "Our platform"})
+    monkeypatch.setenv("SITE_OAUTH_CLIENT_ID", "platform-7")
+    get_settings.cache_clear()
+    try:
+        started = site_oauth.start(account, site.origin, None)
+        assert parse_qs(urlsplit(started["authorizationUrl"]).query)["client_id"] == ["platform-7"]
+        view = site_oauth.complete(account, started["state"], oauth.authorize(started["authorizationUrl"]))
+    finally:
+        monkeypatch.delenv("SITE_OAUTH_CLIENT_ID")
+        get_settings.cache_clear()
+    stored = SitesRepository().get_site(account.account_id, view["id"])
+    assert stored["clientId"] == "platform-7"
+    oauth.revoke_access()
+    assert call_tool(stored, "wordpress.getCurrentUser", {})["tool"] == "wordpress.getCurrentUser"
+    assert oauth.exchanges == ["authorization_code", "refresh_token"]
+    assert site.calls[-1].authorization == "Bearer oob-at-2"
