@@ -25,8 +25,8 @@ import pytest
 from botocore.stub import Stubber
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, resolve_model
-from conduit.models import anthropic, bedrock, openai
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, resolve_model
+from conduit.models import anthropic, bedrock, openai, wire
 from tests.conftest import ROOT
 
 OPENAI_KEY = "sk-test-openai-0123456789"
@@ -58,6 +58,9 @@ HISTORY = [
 ]
 
 
+USED = Usage(input_tokens=42, output_tokens=7)  # what every reply below reports
+
+
 def in_time(seconds: float = 10.0) -> float:
     return time.monotonic() + seconds
 
@@ -70,6 +73,10 @@ class Reply:
     status: int = 200
     body: Any = None  # bytes are sent as they are, anything else as JSON
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    # A streamed answer (server-sent events): each bytes item is written and flushed at once; at a
+    # threading.Event the server stops writing until the client sets it (see `Paused`).
+    stream: list[Any] | None = None
 
 
 @dataclass
@@ -85,9 +92,14 @@ class ModelServer:
     replies: list[Reply] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    waits: list[float] = field(default_factory=list)  # what the provider slept before each retry
+    log: list[str] = field(default_factory=list)  # the server's side of a streamed answer, in order
 
-    def reply(self, body: Any = None, status: int = 200, delay: float = 0.0) -> None:
-        self.replies.append(Reply(status, body, delay))
+    def reply(self, body: Any = None, status: int = 200, delay: float = 0.0, headers: dict[str, str] | None = None) -> None:
+        self.replies.append(Reply(status, body, delay, headers or {}))
+
+    def stream(self, *items: Any, status: int = 200) -> None:
+        self.replies.append(Reply(status, stream=list(items)))
 
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
@@ -99,15 +111,38 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             reply = server.replies.pop(0) if server.replies else Reply(404, {"error": {"type": "not_found"}})
             if reply.delay:
                 server.release.wait(reply.delay)  # set at teardown, so no test waits the whole delay
+            if reply.stream is not None:
+                self._stream(reply)
+                return
             body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             try:
                 self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
             except OSError:
                 pass  # the client gave up (the timeout test)
+
+        def _stream(self, reply: Reply) -> None:
+            # No Content-Length: the body ends when the connection closes (HTTP/1.0), as a cut-off stream does.
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for item in reply.stream or []:
+                    if isinstance(item, threading.Event):
+                        server.log.append("server waits")
+                        # The client sets it once it has seen what came before; teardown sets `release`.
+                        resumed = item.wait(10) and not server.release.is_set()
+                        server.log.append("server resumes" if resumed else "server gave up waiting")
+                    else:
+                        self.wfile.write(item if isinstance(item, bytes) else item.encode())
+                        self.wfile.flush()
+            except OSError:
+                pass  # the client went away
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -141,6 +176,7 @@ def provider_env(monkeypatch: pytest.MonkeyPatch, model_server: ModelServer) -> 
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", model_server.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setattr(wire, "_sleep", model_server.waits.append)  # retries are counted, not waited
     _clear_settings()
     yield model_server
     _clear_settings()
@@ -280,7 +316,7 @@ def test_openai_sends_the_chat_completions_wire_format(provider_env: ModelServer
 
     turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Oslo: snow and wind.")
+    assert turn == ModelTurn(text="Oslo: snow and wind.", usage=USED)
     [request] = provider_env.received
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
@@ -330,6 +366,7 @@ def test_openai_parses_tool_calls_with_json_string_arguments(provider_env: Model
             ToolCall("call_a", "weather__forecast", {"city": "Paris"}),
             ToolCall("call_b", "weather__forecast", {"city": "Rome", "days": [1, 2]}),
         ),
+        usage=USED,
     )
 
 
@@ -339,7 +376,9 @@ def test_openai_keeps_text_that_comes_with_tool_calls(provider_env: ModelServer)
 
     turn = provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Let me check.", tool_calls=(ToolCall("call_a", "weather__forecast", {}),))
+    assert turn == ModelTurn(
+        text="Let me check.", tool_calls=(ToolCall("call_a", "weather__forecast", {}),), usage=USED
+    )
 
 
 @pytest.mark.parametrize(
@@ -393,7 +432,7 @@ def test_anthropic_sends_the_messages_wire_format(provider_env: ModelServer) -> 
 
     turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Oslo: snow and wind.")
+    assert turn == ModelTurn(text="Oslo: snow and wind.", usage=USED)
     [request] = provider_env.received
     assert request.path == "/v1/messages"
     assert request.headers["x-api-key"] == ANTHROPIC_KEY
@@ -438,6 +477,7 @@ def test_anthropic_parses_text_and_tool_use_blocks(provider_env: ModelServer) ->
             ToolCall("toolu_01", "weather__forecast", {"city": "Paris"}),
             ToolCall("toolu_02", "weather__forecast", {"city": "Rome"}),
         ),
+        usage=USED,
     )
 
 
@@ -452,7 +492,7 @@ def case_server(case: HttpCase, provider_env: ModelServer) -> ModelServer:
 def test_a_text_answer_round_trips(case: HttpCase, case_server: ModelServer) -> None:
     case_server.reply(case.text_reply("Sunny."))
 
-    assert case.complete() == ModelTurn(text="Sunny.")
+    assert case.complete() == ModelTurn(text="Sunny.", usage=USED)
     assert case_server.received[0].body["model"] == "model-x"
 
 
@@ -463,13 +503,17 @@ def test_error_statuses_are_model_errors_without_the_provider_text(
     case: HttpCase, case_server: ModelServer, status: int, error_type: str
 ) -> None:
     # Error texts can quote the request; only the status and the error type are passed on.
+    # These statuses are retried twice (backing off), so the provider answers three times.
     echoed = f"key {case.key} rejected for prompt 'Weather in Paris'"
-    case_server.reply({"type": "error", "error": {"type": error_type, "message": echoed}}, status=status)
+    for _ in range(3):
+        case_server.reply({"type": "error", "error": {"type": error_type, "message": echoed}}, status=status)
 
     with pytest.raises(ConduitError) as error:
         case.complete()
 
     assert_model_error(error, case, f"HTTP {status} ({error_type})")
+    assert len(case_server.received) == 3
+    assert case_server.waits == [0.5, 1.0]
 
 
 def test_an_error_type_that_is_not_an_identifier_is_left_out(case: HttpCase, case_server: ModelServer) -> None:
@@ -630,7 +674,8 @@ def test_bedrock_sends_converse_params_and_reads_text(bedrock_stub: Stubber) -> 
     bedrock_stub.add_response("converse", converse_response({"text": "Oslo: "}, {"text": "snow."}), BEDROCK_PARAMS)
     provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
 
-    assert provider.complete(model, HISTORY, TOOLS, deadline=in_time()) == ModelTurn(text="Oslo: snow.")
+    turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
+    assert turn == ModelTurn(text="Oslo: snow.", usage=USED)
 
 
 def test_bedrock_omits_tool_config_when_there_are_no_tools(bedrock_stub: Stubber) -> None:
@@ -652,7 +697,8 @@ def test_bedrock_reads_tool_use_blocks(bedrock_stub: Stubber) -> None:
     )
     provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
 
-    assert provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time()) == ModelTurn("Checking.", calls)
+    turn = provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time())
+    assert turn == ModelTurn("Checking.", calls, usage=USED)
 
 
 @pytest.mark.parametrize(
@@ -887,6 +933,7 @@ def test_anthropic_stream_assembles_text_and_tool_use() -> None:
             ToolCall("toolu_a", "weather__forecast", {"city": "Paris"}),
             ToolCall("toolu_b", "weather__forecast", {}),
         ),
+        usage=Usage(input_tokens=42, output_tokens=30),  # message_start's input, message_delta's output
     )
 
 

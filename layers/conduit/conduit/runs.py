@@ -64,6 +64,8 @@ def step_view(step: dict[str, Any]) -> dict[str, Any]:
     for key in ("round", "credits", "durationMs", "callIndex"):
         if key in view:
             view[key] = int(view[key])
+    if "usage" in view:  # DynamoDB numbers come back as Decimals
+        view["usage"] = {name: int(count) for name, count in view["usage"].items()}
     return view
 
 
