@@ -166,10 +166,12 @@ def _operator_refusal(ip: IPAddress) -> str | None:
     """The operator policy: a configured endpoint may be private (a VPC endpoint) or loopback,
     but a typo must still not send the provider key to the metadata service."""
     inner = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
-    if inner in _METADATA or ip in _METADATA:
+    if ip in _METADATA or inner in _METADATA:
         return "cloud metadata"
-    if ip.is_multicast or ip.is_unspecified or (isinstance(inner, ipaddress.IPv4Address) and inner in _THIS_NETWORK):
-        return _category(ip) if not ip.is_multicast else "multicast"
+    if ip.is_multicast or inner.is_multicast:
+        return "multicast"
+    if ip.is_unspecified or inner.is_unspecified or (isinstance(inner, ipaddress.IPv4Address) and inner in _THIS_NETWORK):
+        return "unspecified"
     return None
 
 
@@ -499,7 +501,8 @@ class GuardedClient:
         max_bytes: int | None = None,
         timeout: float | None = None,
     ) -> OutboundResponse:
-        response, target, sent_method, limit, deadline = self._open(method, url, headers, json, data, max_bytes, timeout)
+        opened = self._open(method, url, headers, json, data, max_bytes, timeout)
+        response, target, sent_method, limit, deadline = opened
         return self._finish(response, target, sent_method, limit, deadline)
 
     @contextmanager
@@ -515,7 +518,8 @@ class GuardedClient:
         timeout: float | None = None,
     ) -> Iterator[OutboundStream]:
         """`request`, with the body read as it arrives; the connection is released on leaving."""
-        response, target, sent_method, limit, deadline = self._open(method, url, headers, json, data, max_bytes, timeout)
+        opened = self._open(method, url, headers, json, data, max_bytes, timeout)
+        response, target, sent_method, limit, deadline = opened
         try:
             yield OutboundStream(response, str(target.url), sent_method, limit, deadline)
         finally:

@@ -30,11 +30,11 @@ from conduit.models import (
 from conduit.models.wire import (
     Endpoint,
     endpoint_from_environment,
-    error_code,
     model_response,
     parse_json_object,
     post_json,
     sse_events,
+    stream_error_detail,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -120,11 +120,12 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     if not isinstance(usage, dict):
         return previous or Usage()
     keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    has_input = any(key in usage for key in keys)
+    has_input = any(usage.get(key) is not None for key in keys)  # null is "not reported here"
     input_tokens = sum(token_count(usage.get(key)) for key in keys)
+    has_output = usage.get("output_tokens") is not None
     return Usage(
         input_tokens if has_input or previous is None else previous.input_tokens,
-        token_count(usage.get("output_tokens")) if "output_tokens" in usage or previous is None else previous.output_tokens,
+        token_count(usage.get("output_tokens")) if has_output or previous is None else previous.output_tokens,
     )
 
 
@@ -175,7 +176,8 @@ class AnthropicModel:
         if on_text is None:
             answer = post_json("anthropic", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)
             return from_anthropic_response(answer)
-        with model_response("anthropic", url, {**headers, "Accept": "text/event-stream"}, body, deadline=deadline) as response:
+        headers["Accept"] = "text/event-stream"
+        with model_response("anthropic", url, headers, body, deadline=deadline) as response:
             return parse_anthropic_stream(response.iter_lines(), on_text)
 
 
@@ -197,8 +199,7 @@ def parse_anthropic_stream(lines: Iterable[str], on_text: TextSink | None = None
         event = parse_json_object("anthropic", data, "a stream event")
         kind, index = event.get("type"), event.get("index", 0)
         if kind == "error":
-            code = error_code(event.get("error"))
-            raise model_error("anthropic", f"the stream reported an error ({code})" if code else "the stream reported an error")
+            raise model_error("anthropic", stream_error_detail(event.get("error")))
         if kind == "message_start":
             usage = _usage((event.get("message") or {}).get("usage"))
         elif kind == "message_delta":

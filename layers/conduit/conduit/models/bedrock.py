@@ -151,7 +151,9 @@ def _usage(usage: Any) -> Usage:
 
 
 def _tool_call(tool_use: dict[str, Any]) -> ToolCall:
-    return checked_tool_call("bedrock", "toolUse", tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input"))
+    return checked_tool_call(
+        "bedrock", "toolUse", tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input")
+    )
 
 
 def parse_converse_stream(events: Iterable[dict[str, Any]], on_text: TextSink | None = None) -> ModelTurn:

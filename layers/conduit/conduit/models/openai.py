@@ -33,11 +33,11 @@ from conduit.models import (
 from conduit.models.wire import (
     Endpoint,
     endpoint_from_environment,
-    error_code,
     model_response,
     parse_json_object,
     post_json,
     sse_events,
+    stream_error_detail,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -102,7 +102,13 @@ def request_body(
 # --- Chat Completions -> our turn ---------------------------------------------------------------
 
 # finish_reason -> ours; "tool_calls" and "function_call" are a stop that asks for tools.
-_FINISH = {"stop": "stop", "tool_calls": "stop", "function_call": "stop", "length": "length", "content_filter": "refusal"}
+_FINISH = {
+    "stop": "stop",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    "length": "length",
+    "content_filter": "refusal",
+}
 
 
 def from_openai_response(body: Any) -> ModelTurn:
@@ -173,8 +179,10 @@ class OpenAIModel:
         headers = {"Authorization": f"Bearer {settings.api_key}"}
         body = request_body(model, messages, tools, system, stream=on_text is not None)
         if on_text is None:
-            return from_openai_response(post_json("openai", url, {**headers, "Accept": "application/json"}, body, deadline=deadline))
-        with model_response("openai", url, {**headers, "Accept": "text/event-stream"}, body, deadline=deadline) as response:
+            answer = post_json("openai", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)
+            return from_openai_response(answer)
+        headers["Accept"] = "text/event-stream"
+        with model_response("openai", url, headers, body, deadline=deadline) as response:
             return parse_openai_stream(response.iter_lines(), on_text)
 
 
@@ -200,8 +208,7 @@ def parse_openai_stream(lines: Iterable[str], on_text: TextSink | None = None) -
             break
         chunk = parse_json_object("openai", data, "a stream chunk")
         if "error" in chunk:
-            code = error_code(chunk.get("error"))
-            raise model_error("openai", f"the stream reported an error ({code})" if code else "the stream reported an error")
+            raise model_error("openai", stream_error_detail(chunk.get("error")))
         if isinstance(chunk.get("usage"), dict):
             usage = _usage(chunk["usage"])
         for choice in chunk.get("choices") or []:

@@ -142,6 +142,12 @@ def _status_detail(status: int, content: bytes) -> str:
     return f"HTTP {status} ({kind})" if kind else f"HTTP {status}"
 
 
+def stream_error_detail(error: Any) -> str:
+    """An error a provider reported inside a stream, with its code when it has a safe one."""
+    code = error_code(error)
+    return f"the stream reported an error ({code})" if code else "the stream reported an error"
+
+
 def error_code(error: Any) -> str | None:
     """The identifier-like code of a provider's `error` object, or None."""
     if not isinstance(error, dict):
