@@ -53,10 +53,10 @@ from conduit.models import Message, ModelTurn, ToolCall, Usage, resolve_model
 from conduit.models import bedrock, wire
 from conduit.outbound import GuardedClient, OutboundRefused
 from tests.sdk_types import assert_conforms, problems
-from tests.test_model_providers import (  # noqa: F401  (fixtures)
+from tests.model_server import ModelServer
+from tests.test_model_providers import (  # noqa: F401  (model_server and provider_env are fixtures)
     HISTORY,
     TOOLS,
-    ModelServer,
     in_time,
     model_server,
     provider_env,

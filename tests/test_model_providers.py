@@ -13,11 +13,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +26,7 @@ from conduit.errors import ConduitError
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, resolve_model
 from conduit.models import anthropic, bedrock, openai, wire
 from tests.conftest import ROOT
+from tests.model_server import ModelServer, Reply
 
 OPENAI_KEY = "sk-test-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
@@ -65,103 +64,15 @@ def in_time(seconds: float = 10.0) -> float:
     return time.monotonic() + seconds
 
 
-# --- a loopback model server ---------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # bytes are sent as they are, anything else as JSON
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
-    # A streamed answer (server-sent events): each bytes item is written and flushed at once; at a
-    # threading.Event the server stops writing until the client sets it (see `Paused`).
-    stream: list[Any] | None = None
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class ModelServer:
-    url: str
-    replies: list[Reply] = field(default_factory=list)
-    received: list[Received] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    waits: list[float] = field(default_factory=list)  # what the provider slept before each retry
-    log: list[str] = field(default_factory=list)  # the server's side of a streamed answer, in order
-
-    def reply(self, body: Any = None, status: int = 200, delay: float = 0.0, headers: dict[str, str] | None = None) -> None:
-        self.replies.append(Reply(status, body, delay, headers or {}))
-
-    def stream(self, *items: Any, status: int = 200) -> None:
-        self.replies.append(Reply(status, stream=list(items)))
-
-
-def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            server.received.append(Received(self.path, headers, json.loads(raw)))
-            reply = server.replies.pop(0) if server.replies else Reply(404, {"error": {"type": "not_found"}})
-            if reply.delay:
-                server.release.wait(reply.delay)  # set at teardown, so no test waits the whole delay
-            if reply.stream is not None:
-                self._stream(reply)
-                return
-            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-            try:
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up (the timeout test)
-
-        def _stream(self, reply: Reply) -> None:
-            # No Content-Length: the body ends when the connection closes (HTTP/1.0), as a cut-off stream does.
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for item in reply.stream or []:
-                    if isinstance(item, threading.Event):
-                        server.log.append("server waits")
-                        # The client sets it once it has seen what came before; teardown sets `release`.
-                        resumed = item.wait(10) and not server.release.is_set()
-                        server.log.append("server resumes" if resumed else "server gave up waiting")
-                    else:
-                        self.wfile.write(item if isinstance(item, bytes) else item.encode())
-                        self.wfile.flush()
-            except OSError:
-                pass  # the client went away
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
+# --- a loopback model server (tests/model_server.py) ----------------------------------------------
 
 
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
-    state = ModelServer(url="")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    state.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    server = ModelServer.start()
+    yield server
+    server.stop()
+
 
 
 def _clear_settings() -> None:

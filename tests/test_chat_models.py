@@ -1,0 +1,154 @@
+"""Chat with real-format model providers through the local stack (API.md §14): streaming deltas,
+system prompts, finish reasons, usage. The providers are the loopback server of
+tests/model_server.py, which conftest points OPENAI_BASE_URL and ANTHROPIC_BASE_URL at; each test
+queues answers for a model id of its own, so tests never share answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+from openai.types.chat import ChatCompletionMessage
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+
+from tests.conftest import MODEL_KEYS
+from tests.model_server import ModelServer, Reply
+from tests.test_chat import messages, new_session, send, sse_events, user  # noqa: F401  (user is a fixture)
+from tests.test_model_layer import (
+    OPENAI_END,
+    anthropic_events,
+    openai_chunk,
+    openai_completion,
+    openai_fragment,
+    openai_text,
+)
+
+pytestmark = pytest.mark.stack
+
+PROMPT = "Tu es un assistant météo. Réponds en français."
+
+
+def model_id() -> str:
+    return f"model-{uuid.uuid4().hex[:12]}"
+
+
+def requests_for(server: ModelServer, model: str) -> list:
+    return [request for request in server.received if request.body.get("model") == model]
+
+
+def test_a_streamed_chat_sends_each_delta_while_the_model_writes(client, user, fake_models):  # noqa: F811
+    model = model_id()
+    resume = threading.Event()
+    fake_models.for_model(
+        model,
+        Reply(stream=[openai_chunk(ChoiceDelta(role="assistant", content="")), openai_text("Il fait"), resume,
+                      openai_text(" beau"), openai_text(" à Paris."), *OPENAI_END]),
+    )
+    token = new_session(client, user, model=f"openai:{model}", systemPrompt=PROMPT)
+    body = {"sessionToken": token, "message": "Quel temps à Paris ?", "stream": True}
+
+    with client.stream("POST", "/chat", json=body, headers=user["headers"]) as response:
+        assert response.status_code == 200
+        events = sse_events(response.iter_lines())
+        first = next(events)
+        # The first words are here while the provider still holds back the rest of its answer.
+        assert first == ("text", {"text": "Il fait"})
+        assert not resume.is_set()
+        resume.set()
+        rest = list(events)
+
+    assert rest[:2] == [("text", {"text": " beau"}), ("text", {"text": " à Paris."})]
+    assert [name for name, _ in rest] == ["text", "text", "done"]
+    done = rest[-1][1]
+    assert done["message"] == {"role": "assistant", "content": "Il fait beau à Paris.", "finishReason": "stop"}
+    assert done["usage"] == {"inputTokens": 42, "outputTokens": 7}
+    # The session's prompt went as the system message; the key to the operator's endpoint.
+    [request] = requests_for(fake_models, model)
+    assert request.body["messages"][:2] == [
+        {"role": "system", "content": PROMPT},
+        {"role": "user", "content": "Quel temps à Paris ?"},
+    ]
+    assert request.body["stream"] is True
+    assert request.headers["authorization"] == f"Bearer {MODEL_KEYS['OPENAI_API_KEY']}"
+    session = client.get(f"/sessions/{token}", headers=user["headers"]).json()
+    assert session["systemPrompt"] == PROMPT
+    assert session["messages"][-1] == done["message"]
+
+
+def test_usage_is_summed_over_the_model_turns_of_an_exchange(client, user, fake_models):  # noqa: F811
+    model = model_id()
+    fake_models.for_model(
+        model,
+        Reply(stream=[openai_fragment(0, '{"q": "x"}', "call_1"), openai_chunk(ChoiceDelta(), "tool_calls"),
+                      openai_chunk(usage=True), "data: [DONE]\n\n"]),
+        Reply(stream=[openai_text("Rien trouvé."), *OPENAI_END]),
+    )
+    token = new_session(client, user, model=f"openai:{model}")
+
+    response = send(client, user, token, "Cherche x", stream=True)
+
+    events = list(sse_events(response.text.splitlines()))
+    assert [name for name, _ in events] == ["tool_use", "tool_result", "text", "done"]
+    done = events[-1][1]
+    assert done["usage"] == {"inputTokens": 84, "outputTokens": 14}
+    assert done["message"]["finishReason"] == "stop"
+    # The second turn declared the (invented) tool its history calls, and saw the result.
+    second = requests_for(fake_models, model)[1].body
+    assert [tool["function"]["name"] for tool in second["tools"]] == ["weather__forecast"]
+    assert second["messages"][-1]["role"] == "tool"
+
+
+def test_a_cut_off_tool_call_is_never_run_and_saves_nothing(client, user, fake_models):  # noqa: F811
+    model = model_id()
+    fake_models.for_model(
+        model, Reply(stream=[openai_fragment(0, '{"city": "Pa', "call_1"), openai_chunk(ChoiceDelta(), "length")])
+    )
+    token = new_session(client, user, model=f"openai:{model}")
+
+    response = send(client, user, token, "Météo ?", stream=True)
+
+    events = list(sse_events(response.text.splitlines()))
+    assert [name for name, _ in events] == ["error"]
+    assert events[0][1]["code"] == "MODEL_ERROR" and "cut off inside a tool call" in events[0][1]["error"]
+    assert response.status_code == 502  # nothing had been streamed, so the error's status is the response's
+    assert messages(client, user, token) == []
+
+
+def test_answers_say_why_they_ended(client, user, fake_models):  # noqa: F811
+    length, refusal = model_id(), model_id()
+    fake_models.for_model(
+        length, Reply(body=openai_completion(ChatCompletionMessage(role="assistant", content="Il fait be"), "length"))
+    )
+    fake_models.for_model(refusal, Reply(stream=anthropic_events(text=["Je ne peux pas aider."], stop_reason="refusal")))
+
+    cut = send(client, user, new_session(client, user, model=f"openai:{length}"), "Météo ?")
+    refused = send(client, user, new_session(client, user, model=f"anthropic:{refusal}"), "…", stream=True)
+
+    assert cut.json()["message"] == {"role": "assistant", "content": "Il fait be", "finishReason": "length"}
+    done = list(sse_events(refused.text.splitlines()))[-1][1]
+    assert done["message"] == {"role": "assistant", "content": "Je ne peux pas aider.", "finishReason": "refusal"}
+    assert done["usage"] == {"inputTokens": 42, "outputTokens": 30}
+
+
+def test_an_exchange_that_runs_out_of_rounds_says_max_rounds(client, user):  # noqa: F811
+    token = new_session(client, user)
+    calls = "\n".join(f'call nowhere_tool{n} {{}}' for n in range(5))  # local:echo: one call per turn
+
+    response = send(client, user, token, calls)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["message"]["finishReason"] == "max_rounds"
+    assert len(response.json()["toolCalls"]) == 5
+
+
+def test_a_system_prompt_is_bounded_and_its_call_lines_drive_local_echo(client, user):  # noqa: F811
+    too_long = client.post("/sessions", json={"systemPrompt": "x" * 32_001}, headers=user["headers"])
+    assert too_long.status_code == 400 and too_long.json()["code"] == "VALIDATION_ERROR"
+    token = new_session(client, user, systemPrompt='call nowhere_tool {"a": 1}')
+
+    response = send(client, user, token, "go")
+
+    assert response.json()["toolCalls"][0]["tool"] == "nowhere_tool"
+    assert json.loads(json.dumps(response.json()["toolCalls"][0]["arguments"])) == {"a": 1}
