@@ -6,9 +6,15 @@ queues answers for a model id of its own, so tests never share answers."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 
+import httpx
 import pytest
 from openai.types.chat import ChatCompletionMessage
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
@@ -152,3 +158,58 @@ def test_a_system_prompt_is_bounded_and_its_call_lines_drive_local_echo(client, 
 
     assert response.json()["toolCalls"][0]["tool"] == "nowhere_tool"
     assert json.loads(json.dumps(response.json()["toolCalls"][0]["arguments"])) == {"a": 1}
+
+
+def test_deltas_stream_through_the_lambda_web_adapter_server(client, user, local_stack, fake_models):  # noqa: F811
+    """On AWS the chat URL is conduit/stream_server.py behind the Lambda Web Adapter: run it as run.sh
+    does, with ChatStreamFunction's environment, and speak the adapter's side of it."""
+    pool = next(pool for pool in local_stack.pools if pool.spec.logical_id == "ChatStreamFunction")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    paths = [str(pool.spec.code_dir), *(str(path) for path in pool.spec.layer_dirs)]
+    environment = {**os.environ, **pool.environment, "AWS_LWA_PORT": str(port), "PYTHONPATH": os.pathsep.join(paths)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "conduit.stream_server", "app.lambda_handler"], env=environment, cwd=pool.spec.code_dir
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):  # the adapter's readiness check: GET / until it answers
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        model, resume = model_id(), threading.Event()
+        fake_models.for_model(model, Reply(stream=[openai_text("Il fait"), resume, openai_text(" beau."), *OPENAI_END]))
+        token = new_session(client, user, model=f"openai:{model}")
+        context = {  # a Function URL's request context, as the adapter forwards it
+            "accountId": "anonymous",
+            "apiId": "abc123",
+            "domainName": "abc123.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc123",
+            "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "t"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "03/Dec/2026:06:30:00 +0000",
+            "timeEpoch": 1796279400000,
+        }
+        headers = {
+            **user["headers"],
+            "x-amzn-request-context": json.dumps(context),
+            "x-amzn-lambda-context": json.dumps({"request_id": "inv-1", "deadline": 0, "env_config": {}}),
+        }
+        body = {"sessionToken": token, "message": "Météo ?", "stream": True}
+        with httpx.stream("POST", url + "/", json=body, headers=headers, timeout=30) as response:
+            assert response.status_code == 200 and response.headers["transfer-encoding"] == "chunked"
+            events = sse_events(response.iter_lines())
+            assert next(events) == ("text", {"text": "Il fait"})
+            assert not resume.is_set()  # the provider is still holding back the rest
+            resume.set()
+            rest = list(events)
+        assert [name for name, _ in rest] == ["text", "done"]
+        assert rest[-1][1]["message"]["content"] == "Il fait beau."
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
