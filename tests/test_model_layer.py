@@ -596,3 +596,50 @@ def test_operator_endpoints_never_reach_the_metadata_service(address: str) -> No
     operator = GuardedClient(allow_loopback=False, resolver=resolving_to(address), policy="operator")
     with pytest.raises(OutboundRefused):
         operator.check_url("http://llm.corp.example/v1")
+
+
+# --- provider keys in Secrets Manager ------------------------------------------------------------
+
+
+@pytest.fixture
+def keys_in_secrets_manager(aws: None, provider_env: ModelServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """As in AWS: no key in the environment, the secrets named by *_API_KEY_ID, local mode off."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+
+    from conduit.models import anthropic, openai
+    from conduit.settings import get_settings
+
+    secrets = boto3.client("secretsmanager")
+    # The template's secret, as the operator fills it in after deploying; the other is deleted.
+    openai_arn = secrets.put_secret_value(SecretId="OpenAiApiKeySecret", SecretString="sk-from-secrets-manager")["ARN"]
+    secrets.delete_secret(SecretId="AnthropicApiKeySecret", ForceDeleteWithoutRecovery=True)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENAI_API_KEY_ID", openai_arn)
+    monkeypatch.setenv("ANTHROPIC_API_KEY_ID", "AnthropicApiKeySecret")
+    monkeypatch.setenv("LOCAL_MODE", "false")
+    get_settings.cache_clear()
+    openai.openai_settings.cache_clear()
+    anthropic.anthropic_settings.cache_clear()
+    parameters.clear_caches()
+    yield provider_env
+    parameters.clear_caches()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    openai.openai_settings.cache_clear()
+    anthropic.anthropic_settings.cache_clear()
+
+
+def test_provider_keys_come_from_secrets_manager(keys_in_secrets_manager: ModelServer) -> None:
+    server = keys_in_secrets_manager
+    server.reply(openai_completion(ChatCompletionMessage(role="assistant", content="Oui."), "stop"))
+
+    # The operator's endpoint is on loopback and local mode is off: the operator policy allows it.
+    assert complete("openai:gpt-x").text == "Oui."
+    assert server.received[0].headers["authorization"] == "Bearer sk-from-secrets-manager"
+
+    with pytest.raises(ConduitError) as error:
+        complete("anthropic:claude-x")
+    assert error.value.code == "MODEL_ERROR" and "key could not be read" in error.value.message
+    assert len(server.received) == 1

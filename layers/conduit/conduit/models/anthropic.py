@@ -168,10 +168,11 @@ class AnthropicModel:
         on_text: TextSink | None = None,
     ) -> ModelTurn:
         settings = anthropic_settings()
-        if settings.api_key is None:
+        api_key = settings.api_key
+        if api_key is None:
             raise model_error("anthropic", "ANTHROPIC_API_KEY is not set")
         url = f"{settings.base_url}/v1/messages"
-        headers = {"x-api-key": settings.api_key, "anthropic-version": API_VERSION}
+        headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
         body = request_body(model, messages, tools, system, stream=on_text is not None)
         if on_text is None:
             answer = post_json("anthropic", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)

@@ -173,10 +173,11 @@ class OpenAIModel:
         on_text: TextSink | None = None,
     ) -> ModelTurn:
         settings = openai_settings()
-        if settings.api_key is None:
+        api_key = settings.api_key
+        if api_key is None:
             raise model_error("openai", "OPENAI_API_KEY is not set")
         url = f"{settings.base_url}/chat/completions"
-        headers = {"Authorization": f"Bearer {settings.api_key}"}
+        headers = {"Authorization": f"Bearer {api_key}"}
         body = request_body(model, messages, tools, system, stream=on_text is not None)
         if on_text is None:
             answer = post_json("openai", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)

@@ -18,6 +18,7 @@ from typing import Any
 from conduit.errors import ConduitError
 from conduit.models import model_error
 from conduit.outbound import GuardedClient, OutboundError, OutboundStream
+from conduit.settings import get_settings
 
 # Long answers with many tool calls stay well under this; anything larger is not a chat turn.
 MAX_RESPONSE_BYTES = 8 * 1_048_576
@@ -27,13 +28,35 @@ _SAFE_ERROR_TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     base_url: str
-    api_key: str | None
+    local_key: str | None  # `<PREFIX>_API_KEY`: local runs and tests
+    key_secret_id: str  # `<PREFIX>_API_KEY_ID`: the Secrets Manager secret holding the key in AWS
+
+    @property
+    def api_key(self) -> str | None:
+        """The provider key: the environment's when set, else (outside local mode) the secret's.
+        Powertools caches the secret for 5 minutes, so a rotated key is picked up without a cold start."""
+        if self.local_key is not None:
+            return self.local_key
+        if not self.key_secret_id or get_settings().local_mode:
+            return None
+        # Imported here: functions that never call a model (and the providers' import) do not load it.
+        from aws_lambda_powertools.utilities import parameters
+
+        try:
+            return parameters.get_secret(self.key_secret_id, max_age=300) or None
+        except parameters.exceptions.GetParameterError as exc:  # missing, or the role may not read it
+            raise ConduitError("MODEL_ERROR", "The model provider's key could not be read") from exc
 
 
 def endpoint_from_environment(prefix: str, default_base_url: str) -> Endpoint:
-    """`<PREFIX>_BASE_URL` (default `default_base_url`) and `<PREFIX>_API_KEY`; empty means unset."""
+    """`<PREFIX>_BASE_URL` (default `default_base_url`), `<PREFIX>_API_KEY` and `<PREFIX>_API_KEY_ID`;
+    empty means unset, as the template passes "" for what it does not set."""
     base_url = os.environ.get(f"{prefix}_BASE_URL") or default_base_url
-    return Endpoint(base_url=base_url.rstrip("/"), api_key=os.environ.get(f"{prefix}_API_KEY") or None)
+    return Endpoint(
+        base_url=base_url.rstrip("/"),
+        local_key=os.environ.get(f"{prefix}_API_KEY") or None,
+        key_secret_id=os.environ.get(f"{prefix}_API_KEY_ID") or "",
+    )
 
 
 MAX_RETRIES = 2  # API.md §14: a 429, 5xx or overload answer is retried at most twice
