@@ -22,9 +22,13 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from tests.conftest import MODEL_KEYS
 from tests.model_server import ModelServer, Reply
 from tests.test_chat import messages, new_session, send, sse_events, user  # noqa: F401  (user is a fixture)
+from anthropic.types import TextBlock, ToolUseBlock
+
+from tests.test_agents import create_agent, start, wait_for_run
 from tests.test_model_layer import (
     OPENAI_END,
     anthropic_events,
+    anthropic_message,
     openai_chunk,
     openai_completion,
     openai_fragment,
@@ -147,6 +151,31 @@ def test_an_exchange_that_runs_out_of_rounds_says_max_rounds(client, user):  # n
     assert response.status_code == 200, response.text
     assert response.json()["message"]["finishReason"] == "max_rounds"
     assert len(response.json()["toolCalls"]) == 5
+
+
+def test_a_run_sends_its_prompt_as_the_system_prompt_and_sums_its_usage(client, user, fake_models):  # noqa: F811
+    model = model_id()
+    call = ToolUseBlock(type="tool_use", id="toolu_1", name="nowhere_tool", input={"a": 1})
+    fake_models.for_model(
+        model,
+        Reply(body=anthropic_message(call, stop_reason="tool_use")),
+        Reply(body=anthropic_message(TextBlock(type="text", text="Fini."), stop_reason="end_turn")),
+    )
+    agent = create_agent(client, user, model=f"anthropic:{model}", systemPrompt=PROMPT)
+
+    run = wait_for_run(client, user, start(client, user, agent["id"], input={"ville": "Paris"}).json()["id"])
+
+    assert run["status"] == "succeeded" and run["output"] == "Fini.", run
+    assert [step["type"] for step in run["steps"]] == ["model", "tool", "model"]
+    assert [step.get("finishReason") for step in run["steps"]] == ["stop", None, "stop"]
+    assert run["usage"] == {"inputTokens": 84, "outputTokens": 14}  # each turn: 42 in, 7 out
+    first, second = (request.body for request in requests_for(fake_models, model))
+    assert first["system"] == PROMPT and second["system"] == PROMPT
+    assert first["messages"] == [{"role": "user", "content": '{"ville":"Paris"}'}]
+    # The history holds a tool call: the tool stays declared though no site offers it.
+    assert [tool["name"] for tool in second["tools"]] == ["nowhere_tool"]
+    listed = client.get(f"/agents/{agent['id']}/runs", headers=user["headers"]).json()["items"]
+    assert listed[0]["usage"] == run["usage"]  # settled into the run when it ended
 
 
 def test_a_system_prompt_is_bounded_and_its_call_lines_drive_local_echo(client, user):  # noqa: F811
