@@ -613,7 +613,7 @@ def test_bedrock_reads_tool_use_blocks(bedrock_stub: Stubber) -> None:
 
 
 @pytest.mark.parametrize(
-    "code, status", [("ThrottlingException", 429), ("ValidationException", 400), ("AccessDeniedException", 403)]
+    "code, status", [("ValidationException", 400), ("AccessDeniedException", 403), ("ModelErrorException", 424)]
 )
 def test_bedrock_client_errors_are_model_errors_with_only_the_code(
     bedrock_stub: Stubber, code: str, status: int
@@ -631,6 +631,36 @@ def test_bedrock_client_errors_are_model_errors_with_only_the_code(
 
     assert error.value.code == "MODEL_ERROR"
     assert error.value.message == f"The bedrock model failed: {code}"
+
+
+def test_bedrock_throttles_and_5xx_are_retried_twice_within_the_deadline(
+    bedrock_stub: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(wire, "_sleep", waits.append)  # counted, not waited
+    provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
+
+    def fail(code: str, status: int) -> None:
+        bedrock_stub.add_client_error("converse", service_error_code=code, service_message="busy", http_status_code=status)
+
+    fail("ThrottlingException", 429)
+    fail("ServiceUnavailableException", 503)
+    bedrock_stub.add_response("converse", converse_response({"text": "Oui."}))
+    assert provider.complete(model, HISTORY[:1], [], deadline=in_time()).text == "Oui."
+    assert waits == [0.5, 1.0]
+
+    for _ in range(3):  # the third failure is the last
+        fail("ThrottlingException", 429)
+    with pytest.raises(ConduitError) as error:
+        provider.complete(model, HISTORY[:1], [], deadline=in_time())
+    assert error.value.message == "The bedrock model failed: ThrottlingException"
+    assert waits == [0.5, 1.0, 0.5, 1.0]
+
+    fail("ThrottlingException", 429)  # a backoff that would end past the deadline is not waited
+    with pytest.raises(ConduitError) as error:
+        provider.complete(model, HISTORY[:1], [], deadline=in_time(0.3))
+    assert error.value.message == "The bedrock model failed: ThrottlingException"
+    assert waits == [0.5, 1.0, 0.5, 1.0]
 
 
 def test_bedrock_checks_the_deadline_before_calling(bedrock_stub: Stubber) -> None:

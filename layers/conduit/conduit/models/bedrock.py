@@ -28,6 +28,7 @@ from conduit.models import (
     model_error,
     token_count,
 )
+from conduit.models import wire
 from conduit.models.wire import parse_json_object
 
 
@@ -38,8 +39,9 @@ def bedrock_client() -> Any:
     from botocore.config import Config
 
     # The chat deadline is checked around the call; these bound a hung connection. Throttles and
-    # 5xx are retried at most twice (API.md §14), by botocore's standard mode with its backoff.
-    config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 3})
+    # 5xx are retried by BedrockModel (API.md §14: at most twice, never past the exchange's deadline,
+    # which botocore's own retries know nothing of), so botocore makes one attempt.
+    config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 1})
     return boto3.client("bedrock-runtime", config=config)
 
 
@@ -209,15 +211,15 @@ class BedrockModel:
     ) -> ModelTurn:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if time.monotonic() >= deadline:
-            raise ConduitError("CHAT_TIMEOUT")
         params = converse_params(model, messages, tools, system)
         try:
+            answer = self._call_with_retries(on_text is not None, params, deadline)
             if on_text is None:
-                turn = from_bedrock_response(bedrock_client().converse(**params))
+                turn = from_bedrock_response(answer)
             else:
-                # Events are read as they arrive; an error event mid-stream raises a ClientError here.
-                turn = parse_converse_stream(bedrock_client().converse_stream(**params)["stream"], on_text)
+                # Events are read as they arrive; an error event mid-stream raises a ClientError here,
+                # and is not retried: the text already passed on would be sent twice.
+                turn = parse_converse_stream(answer["stream"], on_text)
         except ClientError as exc:
             # Only the error code: Bedrock's messages may quote the request.
             code = exc.response.get("Error", {}).get("Code", "unknown error")
@@ -227,6 +229,29 @@ class BedrockModel:
         if time.monotonic() >= deadline:
             raise ConduitError("CHAT_TIMEOUT")
         return turn
+
+    @staticmethod
+    def _call_with_retries(stream: bool, params: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Converse, or ConverseStream up to its first event. A throttle, 5xx or model-not-ready answer
+        is retried as the HTTP providers' are (wire.retry_wait: at most twice, with backoff), unless
+        the wait would outlive `deadline`; the last ClientError is raised."""
+        from botocore.exceptions import ClientError
+
+        client = bedrock_client()
+        call = client.converse_stream if stream else client.converse
+        for attempt in range(wire.MAX_RETRIES + 1):
+            if time.monotonic() >= deadline:
+                raise ConduitError("CHAT_TIMEOUT")
+            try:
+                return call(**params)
+            except ClientError as exc:
+                metadata = exc.response.get("ResponseMetadata") or {}
+                status = int(metadata.get("HTTPStatusCode") or 0)
+                wait = wire.retry_wait(status, metadata.get("HTTPHeaders") or {}, attempt)
+                if wait is None or attempt == wire.MAX_RETRIES or time.monotonic() + wait >= deadline:
+                    raise
+                wire._sleep(wait)  # looked up here: tests count the waits instead of waiting
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     @staticmethod
     def _failure(deadline: float, detail: str) -> ConduitError:
