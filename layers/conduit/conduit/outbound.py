@@ -28,13 +28,13 @@ show a user; callers map them to API error codes.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import json as jsonlib
 import socket
 import ssl
 import threading
 import time
-import codecs
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
