@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, dynamodb_requests, latency
+from bench import chat_overhead, cold_import, dynamodb_requests, first_text, latency
 
 
 def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
@@ -44,6 +44,9 @@ def main() -> None:
     results["chat_overhead"] = overhead = chat_overhead.measure()
     print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
     print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")
+    results["first_text"] = first = first_text.measure()
+    print(f"\nProvider's first byte -> client's first `text` event, streamed chat through the local stack ({first['runs']} runs, warm)")
+    print(f"median: {first['median_ms']} ms   p95: {first['p95_ms']} ms   min: {first['min_ms']} ms   max: {first['max_ms']} ms")
     results["latency"] = latency.measure()
     print_table(
         "Latency of the local stack (each client its own user; a run start is timed to its 202)",

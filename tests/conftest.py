@@ -51,6 +51,20 @@ os.environ.update(
     }
 )
 
+# Model providers likewise: one loopback server speaks the OpenAI and Anthropic APIs for every
+# stack of this process (tests queue answers per model id: tests/model_server.py).
+from tests.model_server import ModelServer  # noqa: E402
+
+FAKE_MODELS = ModelServer.start()
+MODEL_KEYS = {"OPENAI_API_KEY": "sk-test-stack-openai", "ANTHROPIC_API_KEY": "sk-ant-test-stack"}
+os.environ.update(
+    {
+        "OPENAI_BASE_URL": f"{FAKE_MODELS.url}/v1",
+        "ANTHROPIC_BASE_URL": FAKE_MODELS.url,
+        **MODEL_KEYS,
+    }
+)
+
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
@@ -79,6 +93,12 @@ def aws(template: Template) -> Iterator[None]:
         yield
     dynamodb_client.cache_clear()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def fake_models() -> ModelServer:
+    """The OpenAI/Anthropic APIs on loopback, which the chat functions of every stack call."""
+    return FAKE_MODELS
 
 
 @pytest.fixture

@@ -205,19 +205,21 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     # The site received the original tool name, the arguments and the vault's token.
     (call,) = [r for r in site.requests if r.path == "/tools/search"]
     assert json.loads(call.body) == {"q": "cats"} and call.headers["authorization"] == "Bearer site-token"
-    # The first message was the system prompt, a blank line and the input as compact JSON.
     assert [entry["delta"] for entry in ledger(client, user)][:3] == [-1, -1, -1]
     listed = get(client, user, f"/agents/{agent['id']}/runs")
     assert [item["id"] for item in listed["items"]] == [run["id"]]
     assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
 
 
-def test_the_model_sees_the_prompt_and_the_input(client, user):
+def test_the_model_sees_the_input_as_the_message_and_the_prompt_as_the_system_prompt(client, user):
+    # API.md §8 (v2): the user message is the run input as compact JSON, `null` when none; the prompt
+    # goes as the system prompt (echo answers the message; tests/test_chat.py shows the system channel).
     agent = create_agent(client, user, systemPrompt="Summarise")
     run = wait_for_run(client, user, start(client, user, agent["id"], input={"b": [1, 2]}).json()["id"])
-    assert run["output"] == 'echo: Summarise\n\n{"b":[1,2]}'
+    assert run["output"] == 'echo: {"b":[1,2]}'
+    assert run["steps"][0]["finishReason"] == "stop" and run["steps"][0]["usage"] == {"inputTokens": 0, "outputTokens": 0}
     no_input = wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])
-    assert no_input["output"] == "echo: Summarise\n\nnull"
+    assert no_input["output"] == "echo: null"
 
 
 def test_an_invented_tool_goes_back_to_the_model_and_the_run_goes_on(client, user):

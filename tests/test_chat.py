@@ -118,13 +118,14 @@ def test_echo_without_tools(client, user):
     assert response.status_code == 200, response.text
     assert response.json() == {
         "sessionToken": token,
-        "message": {"role": "assistant", "content": "echo: hello there"},
+        "message": {"role": "assistant", "content": "echo: hello there", "finishReason": "stop"},
         "toolCalls": [],
         "creditsUsed": 1,
+        "usage": {"inputTokens": 0, "outputTokens": 0},  # local:echo reports no tokens
     }
     assert messages(client, user, token) == [
         {"role": "user", "content": "hello there"},
-        {"role": "assistant", "content": "echo: hello there"},
+        {"role": "assistant", "content": "echo: hello there", "finishReason": "stop"},
     ]
 
 

@@ -13,11 +13,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -25,9 +23,10 @@ import pytest
 from botocore.stub import Stubber
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, resolve_model
-from conduit.models import anthropic, bedrock, openai
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, resolve_model
+from conduit.models import anthropic, bedrock, openai, wire
 from tests.conftest import ROOT
+from tests.model_server import ModelServer, Reply
 
 OPENAI_KEY = "sk-test-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-0123456789"
@@ -58,75 +57,22 @@ HISTORY = [
 ]
 
 
+USED = Usage(input_tokens=42, output_tokens=7)  # what every reply below reports
+
+
 def in_time(seconds: float = 10.0) -> float:
     return time.monotonic() + seconds
 
 
-# --- a loopback model server ---------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # bytes are sent as they are, anything else as JSON
-    delay: float = 0.0
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class ModelServer:
-    url: str
-    replies: list[Reply] = field(default_factory=list)
-    received: list[Received] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def reply(self, body: Any = None, status: int = 200, delay: float = 0.0) -> None:
-        self.replies.append(Reply(status, body, delay))
-
-
-def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            server.received.append(Received(self.path, headers, json.loads(raw)))
-            reply = server.replies.pop(0) if server.replies else Reply(404, {"error": {"type": "not_found"}})
-            if reply.delay:
-                server.release.wait(reply.delay)  # set at teardown, so no test waits the whole delay
-            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up (the timeout test)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
+# --- a loopback model server (tests/model_server.py) ----------------------------------------------
 
 
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
-    state = ModelServer(url="")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    state.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    server = ModelServer.start()
+    yield server
+    server.stop()
+
 
 
 def _clear_settings() -> None:
@@ -141,6 +87,7 @@ def provider_env(monkeypatch: pytest.MonkeyPatch, model_server: ModelServer) -> 
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", model_server.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setattr(wire, "_sleep", model_server.waits.append)  # retries are counted, not waited
     _clear_settings()
     yield model_server
     _clear_settings()
@@ -280,7 +227,7 @@ def test_openai_sends_the_chat_completions_wire_format(provider_env: ModelServer
 
     turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Oslo: snow and wind.")
+    assert turn == ModelTurn(text="Oslo: snow and wind.", usage=USED)
     [request] = provider_env.received
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
@@ -330,6 +277,7 @@ def test_openai_parses_tool_calls_with_json_string_arguments(provider_env: Model
             ToolCall("call_a", "weather__forecast", {"city": "Paris"}),
             ToolCall("call_b", "weather__forecast", {"city": "Rome", "days": [1, 2]}),
         ),
+        usage=USED,
     )
 
 
@@ -339,7 +287,9 @@ def test_openai_keeps_text_that_comes_with_tool_calls(provider_env: ModelServer)
 
     turn = provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Let me check.", tool_calls=(ToolCall("call_a", "weather__forecast", {}),))
+    assert turn == ModelTurn(
+        text="Let me check.", tool_calls=(ToolCall("call_a", "weather__forecast", {}),), usage=USED
+    )
 
 
 @pytest.mark.parametrize(
@@ -393,7 +343,7 @@ def test_anthropic_sends_the_messages_wire_format(provider_env: ModelServer) -> 
 
     turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
 
-    assert turn == ModelTurn(text="Oslo: snow and wind.")
+    assert turn == ModelTurn(text="Oslo: snow and wind.", usage=USED)
     [request] = provider_env.received
     assert request.path == "/v1/messages"
     assert request.headers["x-api-key"] == ANTHROPIC_KEY
@@ -438,6 +388,7 @@ def test_anthropic_parses_text_and_tool_use_blocks(provider_env: ModelServer) ->
             ToolCall("toolu_01", "weather__forecast", {"city": "Paris"}),
             ToolCall("toolu_02", "weather__forecast", {"city": "Rome"}),
         ),
+        usage=USED,
     )
 
 
@@ -452,7 +403,7 @@ def case_server(case: HttpCase, provider_env: ModelServer) -> ModelServer:
 def test_a_text_answer_round_trips(case: HttpCase, case_server: ModelServer) -> None:
     case_server.reply(case.text_reply("Sunny."))
 
-    assert case.complete() == ModelTurn(text="Sunny.")
+    assert case.complete() == ModelTurn(text="Sunny.", usage=USED)
     assert case_server.received[0].body["model"] == "model-x"
 
 
@@ -463,13 +414,17 @@ def test_error_statuses_are_model_errors_without_the_provider_text(
     case: HttpCase, case_server: ModelServer, status: int, error_type: str
 ) -> None:
     # Error texts can quote the request; only the status and the error type are passed on.
+    # These statuses are retried twice (backing off), so the provider answers three times.
     echoed = f"key {case.key} rejected for prompt 'Weather in Paris'"
-    case_server.reply({"type": "error", "error": {"type": error_type, "message": echoed}}, status=status)
+    for _ in range(3):
+        case_server.reply({"type": "error", "error": {"type": error_type, "message": echoed}}, status=status)
 
     with pytest.raises(ConduitError) as error:
         case.complete()
 
     assert_model_error(error, case, f"HTTP {status} ({error_type})")
+    assert len(case_server.received) == 3
+    assert case_server.waits == [0.5, 1.0]
 
 
 def test_an_error_type_that_is_not_an_identifier_is_left_out(case: HttpCase, case_server: ModelServer) -> None:
@@ -630,7 +585,8 @@ def test_bedrock_sends_converse_params_and_reads_text(bedrock_stub: Stubber) -> 
     bedrock_stub.add_response("converse", converse_response({"text": "Oslo: "}, {"text": "snow."}), BEDROCK_PARAMS)
     provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
 
-    assert provider.complete(model, HISTORY, TOOLS, deadline=in_time()) == ModelTurn(text="Oslo: snow.")
+    turn = provider.complete(model, HISTORY, TOOLS, deadline=in_time())
+    assert turn == ModelTurn(text="Oslo: snow.", usage=USED)
 
 
 def test_bedrock_omits_tool_config_when_there_are_no_tools(bedrock_stub: Stubber) -> None:
@@ -652,11 +608,12 @@ def test_bedrock_reads_tool_use_blocks(bedrock_stub: Stubber) -> None:
     )
     provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
 
-    assert provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time()) == ModelTurn("Checking.", calls)
+    turn = provider.complete(model, HISTORY[:1], TOOLS, deadline=in_time())
+    assert turn == ModelTurn("Checking.", calls, usage=USED)
 
 
 @pytest.mark.parametrize(
-    "code, status", [("ThrottlingException", 429), ("ValidationException", 400), ("AccessDeniedException", 403)]
+    "code, status", [("ValidationException", 400), ("AccessDeniedException", 403), ("ModelErrorException", 424)]
 )
 def test_bedrock_client_errors_are_model_errors_with_only_the_code(
     bedrock_stub: Stubber, code: str, status: int
@@ -674,6 +631,36 @@ def test_bedrock_client_errors_are_model_errors_with_only_the_code(
 
     assert error.value.code == "MODEL_ERROR"
     assert error.value.message == f"The bedrock model failed: {code}"
+
+
+def test_bedrock_throttles_and_5xx_are_retried_twice_within_the_deadline(
+    bedrock_stub: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(wire, "_sleep", waits.append)  # counted, not waited
+    provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
+
+    def fail(code: str, status: int) -> None:
+        bedrock_stub.add_client_error("converse", service_error_code=code, service_message="busy", http_status_code=status)
+
+    fail("ThrottlingException", 429)
+    fail("ServiceUnavailableException", 503)
+    bedrock_stub.add_response("converse", converse_response({"text": "Oui."}))
+    assert provider.complete(model, HISTORY[:1], [], deadline=in_time()).text == "Oui."
+    assert waits == [0.5, 1.0]
+
+    for _ in range(3):  # the third failure is the last
+        fail("ThrottlingException", 429)
+    with pytest.raises(ConduitError) as error:
+        provider.complete(model, HISTORY[:1], [], deadline=in_time())
+    assert error.value.message == "The bedrock model failed: ThrottlingException"
+    assert waits == [0.5, 1.0, 0.5, 1.0]
+
+    fail("ThrottlingException", 429)  # a backoff that would end past the deadline is not waited
+    with pytest.raises(ConduitError) as error:
+        provider.complete(model, HISTORY[:1], [], deadline=in_time(0.3))
+    assert error.value.message == "The bedrock model failed: ThrottlingException"
+    assert waits == [0.5, 1.0, 0.5, 1.0]
 
 
 def test_bedrock_checks_the_deadline_before_calling(bedrock_stub: Stubber) -> None:
@@ -887,6 +874,7 @@ def test_anthropic_stream_assembles_text_and_tool_use() -> None:
             ToolCall("toolu_a", "weather__forecast", {"city": "Paris"}),
             ToolCall("toolu_b", "weather__forecast", {}),
         ),
+        usage=Usage(input_tokens=42, output_tokens=30),  # message_start's input, message_delta's output
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import httpx
@@ -68,3 +69,18 @@ def test_the_adapters_readiness_check_does_not_invoke_the_function(serve):
     url = serve(lambda event, context: calls.append(event))
     assert httpx.get(url + "/", timeout=30).status_code == 200
     assert calls == []
+
+
+def test_chunks_are_sent_without_waiting_for_the_previous_ones_ack(serve):
+    # Nagle's algorithm would hold each small chunk until the adapter ACKs the one before, and
+    # Linux delays that ACK by up to 40 ms: every streamed delta would arrive that much late.
+    options = []
+
+    def handler(event, context):
+        connection = context.response_stream._request.connection
+        options.append(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return {"statusCode": 200, "body": ""}
+
+    url = serve(handler)
+    assert httpx.post(url + "/", json={}, headers=ADAPTER_HEADERS, timeout=30).status_code == 200
+    assert options and options[0] != 0

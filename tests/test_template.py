@@ -159,3 +159,23 @@ def test_the_run_state_machine_has_failure_alarms(template):
         if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/States"
     }
     assert metrics == {"ExecutionsFailed", "ExecutionsTimedOut"}
+
+
+def test_model_provider_keys_are_secrets_only_the_model_callers_may_read(template):
+    resources = template.doc["Resources"]
+    for secret in ("OpenAiApiKeySecret", "AnthropicApiKeySecret"):
+        assert resources[secret]["Type"] == "AWS::SecretsManager::Secret"
+    assert not {"OpenAiApiKey", "AnthropicApiKey"} & set(template.doc["Parameters"])  # no key in plain text
+    readers = {}
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        statements = [s for policy in resource["Properties"].get("Policies", []) for s in policy.get("Statement", [])]
+        granted = [s.get("Resource") for s in statements if s.get("Action") == "secretsmanager:GetSecretValue"]
+        reads = any({"Ref": "OpenAiApiKeySecret"} in (r if isinstance(r, list) else [r]) for r in granted)
+        readers[name] = reads
+        assert reads == ("OPENAI_API_KEY_ID" in variables), name  # the functions told the secret, and only they
+        if reads:
+            assert variables["OPENAI_API_KEY"] == "" and variables["ANTHROPIC_API_KEY_ID"] == {"Ref": "AnthropicApiKeySecret"}
+    assert {name for name, reads in readers.items() if reads} == {"ChatStreamFunction", "RunStepsFunction"}

@@ -32,6 +32,7 @@ class NewSession(StrictBody):
     toolAllowList: list[str] | None = Field(None, max_length=500)
     toolDenyList: list[str] | None = Field(None, max_length=500)
     ttlSeconds: int = Field(86400, ge=1, le=604800)
+    systemPrompt: str | None = Field(None, max_length=32_000)  # the provider's system prompt (API.md §14)
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
@@ -53,6 +54,7 @@ def create_session(request: NewSession, caller: CurrentCaller) -> dict:
         allow=request.toolAllowList,
         deny=request.toolDenyList,
         ttl_seconds=request.ttlSeconds,
+        system_prompt=request.systemPrompt or None,
     )
 
 

@@ -242,6 +242,9 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
     server: Gateway
     protocol_version = "HTTP/1.1"
     server_version = "conduit-local"
+    # A streamed answer is many small writes (headers, then each event): with Nagle's algorithm each
+    # would wait for the client's delayed ACK of the one before (~40 ms on Linux).
+    disable_nagle_algorithm = True
 
     def do_request(self) -> None:
         started = time.perf_counter()

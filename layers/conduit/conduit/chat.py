@@ -7,7 +7,11 @@ and nothing is done that the balance cannot cover. The whole exchange runs
 against one deadline, which bounds every model and tool call in it.
 
 Its events (`text`, `tool_use`, `tool_result`, `done`) go to the exchange's
-sink as they happen (`stream_chat` makes them server-sent events). A sink that
+sink as they happen (`stream_chat` makes them server-sent events); with a sink
+the provider streams, and each `text` event is a piece of text as the provider
+produced it (API.md §14). The session's system prompt goes through the
+provider's system channel. The answer says why it ended (`finishReason`) and
+what the model turns used (`usage`, summed over the exchange). A sink that
 finds the client gone raises STREAM_ABORTED: the exchange stops at that event,
 saves nothing, keeps what it spent, and the abort is recorded in the session.
 """
@@ -26,7 +30,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from conduit import credits
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, utc_now
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, compact, resolve_model
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, compact, resolve_model
 from conduit.observability import logger, metrics
 from conduit.outbound import GuardedClient
 from conduit.rate_limit import RateLimiter
@@ -57,6 +61,8 @@ class Exchange:
     exchange_id: str
     deadline: float
     credits_used: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)  # (SSE event, data), in the order they happened
     sink: Callable[[str, Any], None] | None = None  # gets each event as it happens; may raise STREAM_ABORTED
@@ -71,6 +77,13 @@ class Exchange:
         if remaining <= 0:
             raise ConduitError("CHAT_TIMEOUT")
         return remaining
+
+    def add_usage(self, usage: Usage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+
+    def usage(self) -> dict[str, int]:
+        return {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens}
 
     def charge(self, amount: int, what: str) -> None:
         credits.spend(self.account.account_id, amount, f"chat: {what}", key=f"{self.exchange_id}:{what}")
@@ -165,35 +178,56 @@ def _run(exchange: Exchange, session: dict[str, Any], message: str, model: str |
     tools = available_tools(account, session)
     messages = [*_history(session), Message(role="user", content=message)]
     costs = get_tiers().costs
-    answer = ""
+    system = session.get("systemPrompt")
+    answer, finish_reason, streamed = "", "max_rounds", False
     for round_number in range(1, DEFAULT_MAX_ROUNDS + 1):
         exchange.remaining()
         exchange.charge(costs.model_turn, f"model turn {round_number}")
-        turn: ModelTurn = provider.complete(model_id, messages, [t.spec for t in tools.values()], deadline=exchange.deadline)
-        answer = turn.text
-        if not turn.tool_calls:
+        pieces: list[str] = []
+        turn: ModelTurn = provider.complete(
+            model_id,
+            messages,
+            [t.spec for t in tools.values()],
+            deadline=exchange.deadline,
+            system=system,
+            on_text=_text_sender(exchange, pieces) if exchange.sink is not None else None,
+        )
+        exchange.add_usage(turn.usage)
+        answer, streamed = turn.text, bool(pieces)
+        if not turn.tool_calls:  # providers never hand back tool calls with a length or refusal ending
+            finish_reason = turn.finish_reason
             break
-        if turn.text:  # what the model says before its tool calls is streamed too; the answer is the last turn's
+        if turn.text and not streamed:  # what the model says before its tool calls is sent too
             exchange.emit("text", {"text": turn.text})
         messages.append(Message(role="assistant", content=turn.text, tool_calls=turn.tool_calls))
         for call in turn.tool_calls:
             messages.append(Message(role="tool", content=_run_tool(exchange, tools, call), tool_call_id=call.id))
     exchange.remaining()  # an answer that arrives after the deadline is a timeout too
-    # The answer reaches the client before it is saved: a client gone by now aborts the exchange here.
-    exchange.emit("text", {"text": answer})
+    # The answer reaches the client before it is saved: a client gone by now aborts the exchange here
+    # (a streamed answer has reached it piece by piece already).
+    if not streamed:
+        exchange.emit("text", {"text": answer})
     now = iso(utc_now())
     SessionsRepository().append_exchange(
         session,
         [
             {"role": "user", "content": message, "createdAt": now, "seq": 0},
-            {"role": "assistant", "content": answer, "createdAt": now, "seq": 1, "toolCallsJson": compact(exchange.tool_calls) if exchange.tool_calls else None},
+            {
+                "role": "assistant",
+                "content": answer,
+                "createdAt": now,
+                "seq": 1,
+                "finishReason": finish_reason,
+                "toolCallsJson": compact(exchange.tool_calls) if exchange.tool_calls else None,
+            },
         ],
     )
     body = {
         "sessionToken": session["sessionToken"],
-        "message": {"role": "assistant", "content": answer},
+        "message": {"role": "assistant", "content": answer, "finishReason": finish_reason},
         "toolCalls": exchange.tool_calls,
         "creditsUsed": exchange.credits_used,
+        "usage": exchange.usage(),
     }
     try:
         exchange.emit("done", body)
@@ -202,6 +236,16 @@ def _run(exchange: Exchange, session: dict[str, Any], message: str, model: str |
             raise
         # Saved already: a client that leaves now only misses this last event.
     return body
+
+
+def _text_sender(exchange: Exchange, pieces: list[str]) -> Callable[[str], None]:
+    """Each piece of text the provider streams, to the client at once (STREAM_ABORTED stops the turn)."""
+
+    def send(piece: str) -> None:
+        pieces.append(piece)
+        exchange.emit("text", {"text": piece})
+
+    return send
 
 
 def _record_abort(exchange: Exchange, session: dict[str, Any]) -> None:

@@ -12,12 +12,23 @@ Site URLs come from users, so every request is a potential SSRF. The guard:
   (the vault token) when the origin changes;
 - caps the response size while streaming and the total time across all hops.
 
+`stream()` opens the same checked request and hands back its body as it arrives
+(the model providers' server-sent events), under the same size and time caps.
+
+Two address policies. `user` (the default) is all of the above, for every URL a
+user or a site supplied. `operator` is for endpoints the operator configured
+(OPENAI_BASE_URL, ANTHROPIC_BASE_URL): an OpenAI-compatible server inside the
+VPC has a private address and may speak plain http, so private, loopback and
+`.internal` addresses are allowed there; cloud metadata, multicast and
+unspecified addresses never are.
+
 Errors are this module's own `OutboundError` subclasses with messages safe to
 show a user; callers map them to API error codes.
 """
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import json as jsonlib
 import socket
@@ -29,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +50,7 @@ from conduit.settings import get_settings
 USER_AGENT = "Conduit/1.0"
 
 Resolver = Callable[[str, int], list[str]]
+Policy = Literal["user", "operator"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Patched by tests to move time without sleeping.
@@ -175,6 +187,19 @@ def _refusal(ip: IPAddress, allow_loopback: bool) -> str | None:
                 return f"embeds a {reason} IPv4 address"
     if not ip.is_global:
         return _category(ip)
+    return None
+
+
+def _operator_refusal(ip: IPAddress) -> str | None:
+    """The operator policy: a configured endpoint may be private (a VPC endpoint) or loopback,
+    but a typo must still not send the provider key to the metadata service."""
+    inner = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+    if ip in _METADATA or inner in _METADATA:
+        return "cloud metadata"
+    if ip.is_multicast or inner.is_multicast:
+        return "multicast"
+    if ip.is_unspecified or inner.is_unspecified or (isinstance(inner, ipaddress.IPv4Address) and inner in _THIS_NETWORK):
+        return "unspecified"
     return None
 
 
@@ -423,22 +448,65 @@ class _Inflater:
 
 def _read_capped(response: httpx.Response, method: str, limit: int, deadline: float, display: str) -> bytes:
     """Stream the body, stopping as soon as it exceeds `limit` or the deadline passes."""
+    return b"".join(_capped_chunks(response, method, limit, deadline, display))
+
+
+def _capped_chunks(response: httpx.Response, method: str, limit: int, deadline: float, display: str) -> Iterator[bytes]:
+    """The body's chunks as they arrive (decoded), stopping as soon as it exceeds `limit` or the deadline passes."""
     too_large = OutboundTooLarge(f"The response from {display} is larger than {limit} bytes")
     declared = response.headers.get("Content-Length", "")
     if method != "HEAD" and declared.isdigit() and int(declared) > limit:  # HEAD declares a body it never sends
         raise too_large
     inflater = _Inflater(response.headers.get("Content-Encoding", ""), display)
-    body = bytearray()
+    produced = 0
     received = 0
     for chunk in response.stream:
         received += len(chunk)
-        body += inflater.feed(chunk, limit - len(body))
-        if received > limit or len(body) > limit:
+        piece = inflater.feed(chunk, limit - produced)
+        produced += len(piece)
+        if received > limit or produced > limit:
             raise too_large
         if _clock() > deadline:
             raise OutboundUnavailable(f"{display} did not answer in time")
+        if piece:
+            yield piece
     inflater.finish(received)
-    return bytes(body)
+
+
+class OutboundStream:
+    """An answer whose body is read as it arrives (`GuardedClient.stream`), under the request's caps."""
+
+    def __init__(self, response: httpx.Response, target_url: str, method: str, limit: int, deadline: float) -> None:
+        self.status = response.status_code
+        self.headers = response.headers
+        self.url = target_url
+        self._response = response
+        self._display = _display(httpx.URL(target_url))
+        self._chunks = _capped_chunks(response, method, limit, deadline, self._display)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Each chunk the moment it arrives; OutboundUnavailable/OutboundTooLarge as `request` would."""
+        with _transport_errors(self._display):
+            yield from self._chunks
+
+    def iter_lines(self) -> Iterator[str]:
+        """The body as text lines (without their ending), each as soon as it is complete."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        for chunk in self.iter_bytes():
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                yield line.removesuffix("\r")
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending.removesuffix("\r")
+
+    def read(self) -> bytes:
+        return b"".join(self.iter_bytes())
+
+    def close(self) -> None:
+        self._response.close()
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -456,8 +524,10 @@ class GuardedClient:
         max_bytes: int = 1_048_576,
         timeout: float = 10.0,
         max_redirects: int = 3,
+        policy: Policy = "user",
     ) -> None:
         self.allow_loopback = get_settings().local_mode if allow_loopback is None else allow_loopback
+        self.policy = policy
         self._resolver = resolver or _system_resolver
         self._transport = transport  # None: the shared per-host pools
         self.max_bytes = max_bytes
@@ -479,6 +549,41 @@ class GuardedClient:
         max_bytes: int | None = None,
         timeout: float | None = None,
     ) -> OutboundResponse:
+        opened = self._open(method, url, headers, json, data, max_bytes, timeout)
+        response, target, sent_method, limit, deadline = opened
+        return self._finish(response, target, sent_method, limit, deadline)
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        data: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[OutboundStream]:
+        """`request`, with the body read as it arrives; the connection is released on leaving."""
+        opened = self._open(method, url, headers, json, data, max_bytes, timeout)
+        response, target, sent_method, limit, deadline = opened
+        try:
+            yield OutboundStream(response, str(target.url), sent_method, limit, deadline)
+        finally:
+            response.close()
+
+    def _open(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None,
+        json: Any,
+        data: dict[str, str] | None,
+        max_bytes: int | None,
+        timeout: float | None,
+    ) -> tuple[httpx.Response, _Target, str, int, float]:
+        """Send, following redirects; the final response with its body still unread."""
         if json is not None and data is not None:
             raise TypeError("pass json or data, not both")
         limit = self.max_bytes if max_bytes is None else max_bytes
@@ -492,7 +597,7 @@ class GuardedClient:
             response = self._send(target, hop, budget, deadline)
             location = response.headers.get("Location") if response.status_code in _REDIRECTS else None
             if location is None:
-                return self._finish(response, target, hop.method, limit, deadline)
+                return response, target, hop.method, limit, deadline
             response.close()  # the body of a redirect is never read
             hop = self._next_hop(hop, target, response.status_code, location, visited)
         raise OutboundTooManyRedirects(f"{_display(target.url)} redirected more than {self.max_redirects} times")
@@ -500,7 +605,12 @@ class GuardedClient:
     # -- steps --
 
     def _check(self, url: str | httpx.URL) -> _Target:
-        parsed = check_url_syntax(url, allow_loopback=self.allow_loopback)
+        if self.policy == "operator":
+            # An endpoint the operator configured (OPENAI_BASE_URL, …) may be http and private
+            # (a VPC endpoint); only the address rules of _operator_refusal apply.
+            parsed = _parse(url, allow_loopback=True)
+        else:
+            parsed = check_url_syntax(url, allow_loopback=self.allow_loopback)
         host = _host(parsed)
         literal = _literal_address(host)
         if literal is not None:
@@ -528,7 +638,7 @@ class GuardedClient:
             ip = ipaddress.ip_address(address)
         except ValueError:
             raise OutboundRefused(f"{display} resolves to an invalid address") from None
-        reason = _refusal(ip, self.allow_loopback)
+        reason = _operator_refusal(ip) if self.policy == "operator" else _refusal(ip, self.allow_loopback)
         if reason is not None:
             raise OutboundRefused(f"{display} resolves to a refused address ({reason})")
         return ip

@@ -87,13 +87,13 @@ def _tools(run: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
 
 # --- prepare ------------------------------------------------------------------------
 def prepare(run_ids: dict[str, str]) -> dict[str, Any]:
-    """Check the run can begin and record its first message: the system prompt, a blank line, the input."""
+    """Check the run can begin and record its first message: the run input as compact JSON (`null`
+    when none). The agent's prompt is not in it: each model turn sends it as the system prompt."""
     run = _running_run(run_ids)
     agent = _agent(run)
     if _account(run["accountId"]).credits < get_tiers().costs.model_turn:
         raise StepFailed(compact({"code": "NO_CREDITS", "message": "The balance cannot pay a model turn"}))
-    content = f"{agent['systemPrompt']}\n\n{run['inputJson']}"
-    RunsRepository().put_message(run["runId"], message_sk(0), {"role": "user", "content": content})
+    RunsRepository().put_message(run["runId"], message_sk(0), {"role": "user", "content": run["inputJson"]})
     return {"round": 0}
 
 
@@ -131,7 +131,11 @@ def model_turn(run_ids: dict[str, str], previous_round: int, step_deadline: floa
     try:
         credits.spend(run["accountId"], cost, f"agent run: model turn {round_number}", key=f"{run['runId']}:model:{round_number}")
         turn = provider.complete(
-            model_id, messages, [tool.spec for tool in tools.values()], deadline=min(step_deadline, _run_deadline(run))
+            model_id,
+            messages,
+            [tool.spec for tool in tools.values()],
+            deadline=min(step_deadline, _run_deadline(run)),
+            system=agent["systemPrompt"],
         )
     except ConduitError as error:
         raise _failure(error) from None
@@ -151,6 +155,8 @@ def model_turn(run_ids: dict[str, str], previous_round: int, step_deadline: floa
             "model": agent["model"],
             "text": turn.text,
             "toolCalls": [call["name"] for call in calls],
+            "finishReason": turn.finish_reason,
+            "usage": {"inputTokens": turn.usage.input_tokens, "outputTokens": turn.usage.output_tokens},
             "credits": cost,
             "startedAt": started_at,
             "durationMs": int((time.monotonic() - started) * 1000),

@@ -64,7 +64,15 @@ def step_view(step: dict[str, Any]) -> dict[str, Any]:
     for key in ("round", "credits", "durationMs", "callIndex"):
         if key in view:
             view[key] = int(view[key])
+    if "usage" in view:  # DynamoDB numbers come back as Decimals
+        view["usage"] = {name: int(count) for name, count in view["usage"].items()}
     return view
+
+
+def usage_of(steps: list[dict[str, Any]]) -> dict[str, int]:
+    """Tokens the run's model turns used (API.md §14), summed over its model steps."""
+    usages = [step.get("usage") or {} for step in steps if step.get("type") == "model"]
+    return {name: sum(int(usage.get(name) or 0) for usage in usages) for name in ("inputTokens", "outputTokens")}
 
 
 def run_view(run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -78,6 +86,7 @@ def run_view(run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> 
         "output": run.get("output"),
         "error": json.loads(run["errorJson"]) if run.get("errorJson") else None,
         "creditsUsed": int(run.get("creditsUsed") or 0),
+        "usage": {name: int((run.get("usage") or {}).get(name) or 0) for name in ("inputTokens", "outputTokens")},
         "startedAt": run["startedAt"],
         "endedAt": run.get("endedAt"),
     }
@@ -85,6 +94,7 @@ def run_view(run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> 
         view["steps"] = [step_view(step) for step in steps]
         if run["status"] == RUNNING:  # settled into the run when it ends
             view["creditsUsed"] = sum(int(step.get("credits") or 0) for step in steps)
+            view["usage"] = usage_of(steps)
     return view
 
 
@@ -100,6 +110,7 @@ def end_run(
         "status": status,
         "endedAt": iso(utc_now()),
         "creditsUsed": sum(int(step.get("credits") or 0) for step in steps),
+        "usage": usage_of(steps),
     }
     if output is not None:
         values["output"] = output

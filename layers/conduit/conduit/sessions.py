@@ -37,6 +37,7 @@ def session_view(session: dict[str, Any]) -> dict[str, Any]:
         "siteIds": session.get("siteIds"),
         "toolAllowList": session.get("toolAllowList"),
         "toolDenyList": session.get("toolDenyList"),
+        "systemPrompt": session.get("systemPrompt"),
         "createdAt": session["createdAt"],
         "expiresAt": _expires_at_iso(int(session["expiresAt"])),
     }
@@ -51,6 +52,7 @@ def create_session(
     allow: list[str] | None,
     deny: list[str] | None,
     ttl_seconds: int,
+    system_prompt: str | None = None,
 ) -> dict[str, Any]:
     model = model or get_settings().default_model
     resolve_model(model)  # an unknown provider is refused now, not at the first message
@@ -65,6 +67,7 @@ def create_session(
         "siteIds": site_ids,
         "toolAllowList": allow,
         "toolDenyList": deny,
+        "systemPrompt": system_prompt,
         "createdAt": iso(utc_now()),
         "expiresAt": int(time.time()) + ttl_seconds,
     }
@@ -92,6 +95,8 @@ def list_sessions(account: Account, limit: int, cursor: str | None) -> Page:
 
 def message_view(message: dict[str, Any]) -> dict[str, Any]:
     view = {"role": message["role"], "content": message["content"]}
+    if message.get("finishReason"):  # assistant messages (API.md §14); older ones have none
+        view["finishReason"] = message["finishReason"]
     if message.get("toolCallsJson"):
         view["toolCalls"] = json.loads(message["toolCallsJson"])
     return view

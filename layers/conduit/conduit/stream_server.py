@@ -131,6 +131,9 @@ def make_server(handler: Handler, port: int, host: str = "127.0.0.1") -> Threadi
 
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Each text delta is a small write: with Nagle's algorithm it would wait for the adapter's
+        # delayed ACK of the write before (~40 ms on Linux), per delta (bench/first_text.py).
+        disable_nagle_algorithm = True
 
         def __getattr__(self, name: str) -> Any:
             if name.startswith("do_"):  # every method reaches the function, which routes it

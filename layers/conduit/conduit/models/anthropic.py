@@ -2,8 +2,10 @@
 
     POST {ANTHROPIC_BASE_URL}/v1/messages   x-api-key: {ANTHROPIC_API_KEY}
 
-HTTP, deadline and error handling are the OpenAI provider's (`post_json`);
-this module only maps messages to and from content blocks.
+HTTP, retries, deadline and error handling are the OpenAI provider's
+(`models/wire.py`); this module maps messages to and from content blocks. The
+system prompt is the top-level `system`; with `on_text` the answer streams and
+each `text_delta` is passed on as it arrives.
 """
 
 from __future__ import annotations
@@ -12,8 +14,28 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, checked_tool_call, model_error
-from conduit.models.wire import Endpoint, endpoint_from_environment, parse_json_object, post_json, sse_events
+from conduit.models import (
+    Message,
+    ModelTurn,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    checked_tool_call,
+    cut_off_tool_call,
+    declared_tools,
+    model_error,
+    token_count,
+)
+from conduit.models.wire import (
+    Endpoint,
+    endpoint_from_environment,
+    model_response,
+    parse_json_object,
+    post_json,
+    sse_events,
+    stream_error_detail,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -65,36 +87,66 @@ def to_anthropic_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     return [{"name": tool.name, "description": tool.description, "input_schema": tool.input_schema} for tool in tools]
 
 
-def request_body(model: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
+def request_body(
+    model: str, messages: list[Message], tools: list[ToolSpec], system: str | None = None, *, stream: bool = False
+) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "max_tokens": MAX_TOKENS, "messages": to_anthropic_messages(messages)}
-    if tools:
-        body["tools"] = to_anthropic_tools(tools)
+    if system:
+        body["system"] = system
+    declared = declared_tools(messages, tools)
+    if declared:  # declared whenever the history holds tool calls: the API refuses tool_use blocks otherwise
+        body["tools"] = to_anthropic_tools(declared)
+    if stream:
+        body["stream"] = True
     return body
 
 
 # --- Messages API -> our turn -------------------------------------------------------------------
+
+# stop_reason -> ours (end_turn, tool_use, stop_sequence, pause_turn and anything new: a stop).
+_FINISH = {"max_tokens": "length", "model_context_window_exceeded": "length", "refusal": "refusal"}
 
 
 def from_anthropic_response(body: Any) -> ModelTurn:
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, list):
         raise model_error("anthropic", "the response has no content")
-    return from_anthropic_content(content)
+    return from_anthropic_content(content, body.get("stop_reason"), _usage(body.get("usage")))
 
 
-def from_anthropic_content(blocks: list[Any]) -> ModelTurn:
+def _usage(usage: Any, previous: Usage | None = None) -> Usage:
+    """Input counts cache writes and reads too (they are input the model read); a stream's
+    `message_delta` carries only the output so far, so missing fields keep `previous`."""
+    if not isinstance(usage, dict):
+        return previous or Usage()
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    has_input = any(usage.get(key) is not None for key in keys)  # null is "not reported here"
+    input_tokens = sum(token_count(usage.get(key)) for key in keys)
+    has_output = usage.get("output_tokens") is not None
+    return Usage(
+        input_tokens if has_input or previous is None else previous.input_tokens,
+        token_count(usage.get("output_tokens")) if has_output or previous is None else previous.output_tokens,
+    )
+
+
+def from_anthropic_content(blocks: list[Any], stop_reason: Any = None, usage: Usage | None = None) -> ModelTurn:
     """Text blocks joined, `tool_use` blocks as calls; other blocks (thinking, ...) are not for the user."""
     text: list[str] = []
     calls: list[ToolCall] = []
+    finish = _FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
             text.append(block["text"])
         elif kind == "tool_use":
+            if finish == "length":
+                raise cut_off_tool_call("anthropic")  # max_tokens inside tool_use: its input is incomplete
             calls.append(_tool_call(block))
         elif kind is None:
             raise model_error("anthropic", "a content block is malformed")
-    return ModelTurn(text="".join(text), tool_calls=tuple(calls))
+    if finish == "refusal":  # no call made alongside a refusal is run
+        calls = []
+    return ModelTurn(text="".join(text), tool_calls=tuple(calls), usage=usage or Usage(), finish_reason=finish)
 
 
 def _tool_call(block: dict[str, Any]) -> ToolCall:
@@ -105,50 +157,80 @@ def _tool_call(block: dict[str, Any]) -> ToolCall:
 
 
 class AnthropicModel:
-    def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+    def complete(
+        self,
+        model: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        *,
+        deadline: float,
+        system: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> ModelTurn:
         settings = anthropic_settings()
-        if settings.api_key is None:
+        api_key = settings.api_key
+        if api_key is None:
             raise model_error("anthropic", "ANTHROPIC_API_KEY is not set")
-        headers = {"x-api-key": settings.api_key, "anthropic-version": API_VERSION, "Accept": "application/json"}
-        body = post_json(
-            "anthropic", f"{settings.base_url}/v1/messages", headers, request_body(model, messages, tools),
-            deadline=deadline,
-        )
-        return from_anthropic_response(body)
+        url = f"{settings.base_url}/v1/messages"
+        headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
+        body = request_body(model, messages, tools, system, stream=on_text is not None)
+        if on_text is None:
+            answer = post_json("anthropic", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)
+            return from_anthropic_response(answer)
+        headers["Accept"] = "text/event-stream"
+        with model_response("anthropic", url, headers, body, deadline=deadline) as response:
+            return parse_anthropic_stream(response.iter_lines(), on_text)
 
 
 def provider() -> AnthropicModel:
     return AnthropicModel()
 
 
-# --- streamed responses (`"stream": true`), parsed from recorded or live SSE lines ------------
+# --- streamed responses (`"stream": true`), read as they arrive -----------------------------------
 
 
-def parse_anthropic_stream(lines: Iterable[str]) -> ModelTurn:
-    """Rebuild the content blocks from stream events, then read them as a whole response would be."""
+def parse_anthropic_stream(lines: Iterable[str], on_text: TextSink | None = None) -> ModelTurn:
+    """Rebuild the content blocks from stream events (text deltas passed on as they arrive), then
+    read them as a whole response would be."""
     blocks: dict[int, dict[str, Any]] = {}
     partial_json: dict[int, list[str]] = {}
+    stop_reason: Any = None
+    usage = Usage()
     for data in sse_events(lines):
         event = parse_json_object("anthropic", data, "a stream event")
         kind, index = event.get("type"), event.get("index", 0)
         if kind == "error":
-            raise model_error("anthropic", "the stream reported an error")
-        if kind == "content_block_start":
+            raise model_error("anthropic", stream_error_detail(event.get("error")))
+        if kind == "message_start":
+            usage = _usage((event.get("message") or {}).get("usage"))
+        elif kind == "message_delta":
+            stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+            usage = _usage(event.get("usage"), usage)
+        elif kind == "content_block_start":
             blocks[index] = dict(event.get("content_block") or {})
         elif kind == "content_block_delta":
-            _apply_delta(blocks.get(index), partial_json.setdefault(index, []), event.get("delta") or {})
-        elif kind == "content_block_stop" and "".join(partial_json.get(index, ())):
-            # tool_use input arrives as JSON text in pieces, valid only once complete; none keeps the start's {}.
-            blocks[index]["input"] = parse_json_object("anthropic", "".join(partial_json[index]), "tool call arguments")
+            piece = _apply_delta(blocks.get(index), partial_json.setdefault(index, []), event.get("delta") or {})
+            if piece and on_text is not None:
+                on_text(piece)
         elif kind == "message_stop":
-            return from_anthropic_content([blocks[index] for index in sorted(blocks)])
+            if _FINISH.get(stop_reason) == "length" and any(b.get("type") == "tool_use" for b in blocks.values()):
+                raise cut_off_tool_call("anthropic")  # its input JSON stops mid-way: never parsed, never run
+            for at, pieces in partial_json.items():
+                # tool_use input arrives as JSON text in pieces, valid only once complete; none keeps the start's {}.
+                if "".join(pieces) and at in blocks:
+                    blocks[at]["input"] = parse_json_object("anthropic", "".join(pieces), "tool call arguments")
+            return from_anthropic_content([blocks[at] for at in sorted(blocks)], stop_reason, usage)
     raise model_error("anthropic", "the stream ended early")
 
 
-def _apply_delta(block: dict[str, Any] | None, partial_json: list[str], delta: dict[str, Any]) -> None:
+def _apply_delta(block: dict[str, Any] | None, partial_json: list[str], delta: dict[str, Any]) -> str:
+    """Apply one delta to its block; the text it adds (for the client), if any."""
     if block is None:
         raise model_error("anthropic", "a stream delta names no open content block")
     if delta.get("type") == "text_delta":
-        block["text"] = block.get("text", "") + (delta.get("text") or "")
-    elif delta.get("type") == "input_json_delta":
+        piece = delta.get("text") or ""
+        block["text"] = block.get("text", "") + piece
+        return piece
+    if delta.get("type") == "input_json_delta":
         partial_json.append(delta.get("partial_json") or "")
+    return ""

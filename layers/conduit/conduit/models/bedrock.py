@@ -1,6 +1,8 @@
 """`bedrock:<modelId>`: the Bedrock Converse API through boto3 (API.md §7).
 
-The function's role needs `bedrock:InvokeModel` on the model. boto3 is imported
+The function's role needs `bedrock:InvokeModel` (and, for streaming,
+`bedrock:InvokeModelWithResponseStream`) on the model. The system prompt is
+Converse's `system`; with `on_text` the turn uses ConverseStream. boto3 is imported
 here only, on first use, so functions that never call Bedrock do not load it.
 """
 
@@ -8,11 +10,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, checked_tool_call, model_error
+from conduit.models import (
+    Message,
+    ModelTurn,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    checked_tool_call,
+    cut_off_tool_call,
+    declared_tools,
+    model_error,
+    token_count,
+)
+from conduit.models import wire
+from conduit.models.wire import parse_json_object
 
 
 @cache
@@ -21,9 +38,10 @@ def bedrock_client() -> Any:
     import boto3
     from botocore.config import Config
 
-    # The chat deadline is checked around the call; these bound a hung connection, and a single
-    # retry absorbs a throttle without outliving the deadline by much.
-    config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 2})
+    # The chat deadline is checked around the call; these bound a hung connection. Throttles and
+    # 5xx are retried by BedrockModel (API.md §14: at most twice, never past the exchange's deadline,
+    # which botocore's own retries know nothing of), so botocore makes one attempt.
+    config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 1})
     return boto3.client("bedrock-runtime", config=config)
 
 
@@ -79,46 +97,129 @@ def _tool_spec(tool: ToolSpec) -> dict[str, Any]:
     return {"name": tool.name, "description": tool.description, "inputSchema": {"json": tool.input_schema}}
 
 
-def converse_params(model: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
+def converse_params(
+    model: str, messages: list[Message], tools: list[ToolSpec], system: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"modelId": model, "messages": to_bedrock_messages(messages)}
-    if tools:  # an empty tool list is a validation error
-        params["toolConfig"] = to_bedrock_tool_config(tools)
+    if system:
+        params["system"] = [{"text": system}]
+    declared = declared_tools(messages, tools)
+    if declared:  # an empty tool list is a validation error; a history with toolUse needs its tools
+        params["toolConfig"] = to_bedrock_tool_config(declared)
     return params
 
 
 # --- Converse -> our turn -------------------------------------------------------------------------
+
+# stopReason -> ours (end_turn, tool_use, stop_sequence: a stop).
+_FINISH = {
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "guardrail_intervened": "refusal",
+    "content_filtered": "refusal",
+}
 
 
 def from_bedrock_response(response: dict[str, Any]) -> ModelTurn:
     content = ((response.get("output") or {}).get("message") or {}).get("content")
     if not isinstance(content, list):
         raise model_error("bedrock", "the response has no message content")
+    return _turn(content, response.get("stopReason"), _usage(response.get("usage")))
+
+
+def _turn(content: list[dict[str, Any]], stop_reason: Any, usage: Usage) -> ModelTurn:
+    if stop_reason in ("malformed_tool_use", "malformed_model_output"):
+        raise model_error("bedrock", f"the model answered {stop_reason}")
+    finish = _FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
     text: list[str] = []
     calls: list[ToolCall] = []
     for block in content:
         if "text" in block:
             text.append(block["text"])
         elif "toolUse" in block:
+            if finish == "length":
+                raise cut_off_tool_call("bedrock")
             calls.append(_tool_call(block["toolUse"]))
         # other blocks (reasoningContent, ...) are not for the user
-    return ModelTurn(text="".join(text), tool_calls=tuple(calls))
+    if finish == "refusal":
+        calls = []
+    return ModelTurn(text="".join(text), tool_calls=tuple(calls), usage=usage, finish_reason=finish)
+
+
+def _usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(token_count(usage.get("inputTokens")), token_count(usage.get("outputTokens")))
 
 
 def _tool_call(tool_use: dict[str, Any]) -> ToolCall:
-    return checked_tool_call("bedrock", "toolUse", tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input"))
+    return checked_tool_call(
+        "bedrock", "toolUse", tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input")
+    )
+
+
+def parse_converse_stream(events: Iterable[dict[str, Any]], on_text: TextSink | None = None) -> ModelTurn:
+    """Assemble a ConverseStream: text deltas passed on as they arrive, toolUse input joined from
+    its JSON pieces by block index and parsed once the message is complete."""
+    blocks: dict[int, dict[str, Any]] = {}
+    tool_input: dict[int, list[str]] = {}
+    stop_reason: Any = None
+    usage = Usage()
+    stopped = False
+    for event in events:
+        if "contentBlockStart" in event:
+            start = event["contentBlockStart"]
+            tool_use = (start.get("start") or {}).get("toolUse")
+            if tool_use is not None:
+                blocks[start.get("contentBlockIndex", 0)] = {"toolUse": {**tool_use, "input": {}}}
+        elif "contentBlockDelta" in event:
+            delta_event = event["contentBlockDelta"]
+            index, delta = delta_event.get("contentBlockIndex", 0), delta_event.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                block = blocks.setdefault(index, {"text": ""})
+                block["text"] = block.get("text", "") + delta["text"]
+                if delta["text"] and on_text is not None:
+                    on_text(delta["text"])
+            elif "toolUse" in delta:
+                tool_input.setdefault(index, []).append((delta["toolUse"] or {}).get("input") or "")
+        elif "messageStop" in event:
+            stop_reason, stopped = event["messageStop"].get("stopReason"), True
+        elif "metadata" in event:
+            usage = _usage(event["metadata"].get("usage"))
+    if not stopped:
+        raise model_error("bedrock", "the stream ended early")
+    if _FINISH.get(stop_reason) != "length":
+        for index, pieces in tool_input.items():
+            if "".join(pieces) and "toolUse" in blocks.get(index, {}):
+                blocks[index]["toolUse"]["input"] = parse_json_object("bedrock", "".join(pieces), "tool call arguments")
+    return _turn([blocks[index] for index in sorted(blocks)], stop_reason, usage)
 
 
 # --- the provider -------------------------------------------------------------------------------
 
 
 class BedrockModel:
-    def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+    def complete(
+        self,
+        model: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        *,
+        deadline: float,
+        system: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> ModelTurn:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if time.monotonic() >= deadline:
-            raise ConduitError("CHAT_TIMEOUT")
+        params = converse_params(model, messages, tools, system)
         try:
-            response = bedrock_client().converse(**converse_params(model, messages, tools))
+            answer = self._call_with_retries(on_text is not None, params, deadline)
+            if on_text is None:
+                turn = from_bedrock_response(answer)
+            else:
+                # Events are read as they arrive; an error event mid-stream raises a ClientError here,
+                # and is not retried: the text already passed on would be sent twice.
+                turn = parse_converse_stream(answer["stream"], on_text)
         except ClientError as exc:
             # Only the error code: Bedrock's messages may quote the request.
             code = exc.response.get("Error", {}).get("Code", "unknown error")
@@ -127,7 +228,30 @@ class BedrockModel:
             raise self._failure(deadline, type(exc).__name__) from exc
         if time.monotonic() >= deadline:
             raise ConduitError("CHAT_TIMEOUT")
-        return from_bedrock_response(response)
+        return turn
+
+    @staticmethod
+    def _call_with_retries(stream: bool, params: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Converse, or ConverseStream up to its first event. A throttle, 5xx or model-not-ready answer
+        is retried as the HTTP providers' are (wire.retry_wait: at most twice, with backoff), unless
+        the wait would outlive `deadline`; the last ClientError is raised."""
+        from botocore.exceptions import ClientError
+
+        client = bedrock_client()
+        call = client.converse_stream if stream else client.converse
+        for attempt in range(wire.MAX_RETRIES + 1):
+            if time.monotonic() >= deadline:
+                raise ConduitError("CHAT_TIMEOUT")
+            try:
+                return call(**params)
+            except ClientError as exc:
+                metadata = exc.response.get("ResponseMetadata") or {}
+                status = int(metadata.get("HTTPStatusCode") or 0)
+                wait = wire.retry_wait(status, metadata.get("HTTPHeaders") or {}, attempt)
+                if wait is None or attempt == wire.MAX_RETRIES or time.monotonic() + wait >= deadline:
+                    raise
+                wire._sleep(wait)  # looked up here: tests count the waits instead of waiting
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     @staticmethod
     def _failure(deadline: float, detail: str) -> ConduitError:

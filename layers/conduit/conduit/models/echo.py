@@ -3,7 +3,9 @@
 For each line of the user message reading `call <prefixedToolName> <json object>`
 it calls that tool, one per turn, in order; then it answers with one line per
 call, `<prefixedToolName> -> <compact JSON result>`. A message with no such
-line is answered `echo: <message>`.
+line is answered `echo: <message>`. The system prompt's `call` lines come first
+(API.md §8: an agent's prompt may plan the calls, its run input is the message).
+It never streams: a client gets its answer as one `text` event.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import time
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec
+from conduit.models import Message, ModelTurn, TextSink, ToolCall, ToolSpec
 
 _CALL_LINE = re.compile(r"^\s*call\s+(\S+)\s+(\{.*\})\s*$")
 
@@ -33,13 +35,22 @@ def planned_calls(message: str) -> list[tuple[str, dict]]:
 
 
 class EchoModel:
-    def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+    def complete(
+        self,
+        model: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        *,
+        deadline: float,
+        system: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> ModelTurn:
         if time.monotonic() > deadline:
             raise ConduitError("CHAT_TIMEOUT")
         last_user = max(index for index, message in enumerate(messages) if message.role == "user")
         user_message = messages[last_user].content
         results = [message for message in messages[last_user + 1 :] if message.role == "tool"]
-        calls = planned_calls(user_message)
+        calls = planned_calls(system or "") + planned_calls(user_message)
         if not calls:
             return ModelTurn(text=f"echo: {user_message}")
         if len(results) < len(calls):

@@ -3,9 +3,12 @@
     POST {OPENAI_BASE_URL}/chat/completions   Authorization: Bearer {OPENAI_API_KEY}
 
 Requests go through the guarded outbound client like every other outgoing
-call, so the base URL must be public https (or loopback http in local mode).
-`post_json` and `sse_events` are shared with the Anthropic provider: the
-HTTP, deadline and error rules are the same for every HTTP model API.
+call, under its operator policy (the base URL is the operator's, and may be a
+private VPC endpoint). The system prompt is the first (`system`) message. With
+`on_text` the answer streams (`stream: true`) and each content delta is passed
+on as it arrives. `model_response`, `post_json` and `sse_events` are shared with
+the Anthropic provider: the HTTP, retry, deadline and error rules are the same
+for every HTTP model API.
 """
 
 from __future__ import annotations
@@ -14,8 +17,28 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, compact, model_error
-from conduit.models.wire import Endpoint, endpoint_from_environment, parse_json_object, post_json, sse_events
+from conduit.models import (
+    Message,
+    ModelTurn,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    compact,
+    cut_off_tool_call,
+    declared_tools,
+    model_error,
+    token_count,
+)
+from conduit.models.wire import (
+    Endpoint,
+    endpoint_from_environment,
+    model_response,
+    parse_json_object,
+    post_json,
+    sse_events,
+    stream_error_detail,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -60,14 +83,32 @@ def to_openai_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     ]
 
 
-def request_body(model: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages)}
-    if tools:  # an empty tools array is rejected by the API
-        body["tools"] = to_openai_tools(tools)
+def request_body(
+    model: str, messages: list[Message], tools: list[ToolSpec], system: str | None = None, *, stream: bool = False
+) -> dict[str, Any]:
+    wire_messages = to_openai_messages(messages)
+    if system:
+        wire_messages.insert(0, {"role": "system", "content": system})
+    body: dict[str, Any] = {"model": model, "messages": wire_messages}
+    declared = declared_tools(messages, tools)
+    if declared:  # an empty tools array is rejected by the API
+        body["tools"] = to_openai_tools(declared)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}  # usage arrives in a last chunk without choices
     return body
 
 
 # --- Chat Completions -> our turn ---------------------------------------------------------------
+
+# finish_reason -> ours; "tool_calls" and "function_call" are a stop that asks for tools.
+_FINISH = {
+    "stop": "stop",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    "length": "length",
+    "content_filter": "refusal",
+}
 
 
 def from_openai_response(body: Any) -> ModelTurn:
@@ -77,10 +118,16 @@ def from_openai_response(body: Any) -> ModelTurn:
     message = choices[0].get("message")
     if not isinstance(message, dict):
         raise model_error("openai", "the response has no message")
-    return _turn_from_message(message)
+    return _turn_from_message(message, choices[0].get("finish_reason"), _usage(body.get("usage")))
 
 
-def _turn_from_message(message: dict[str, Any]) -> ModelTurn:
+def _usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
+
+
+def _turn_from_message(message: dict[str, Any], finish_reason: Any, usage: Usage) -> ModelTurn:
     """A `message` (or a stream assembled into one): content plus tool calls with JSON-string arguments."""
     content = message.get("content")
     if content is not None and not isinstance(content, str):
@@ -88,7 +135,17 @@ def _turn_from_message(message: dict[str, Any]) -> ModelTurn:
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise model_error("openai", "tool_calls is not a list")
-    return ModelTurn(text=content or "", tool_calls=tuple(_tool_call(call) for call in calls))
+    finish = _FINISH.get(finish_reason, "stop") if isinstance(finish_reason, str) else "stop"
+    if calls and finish == "length":
+        raise cut_off_tool_call("openai")  # its arguments end mid-JSON: never run
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:  # the model declined: its words are the answer
+        return ModelTurn(text=refusal, usage=usage, finish_reason="refusal")
+    if finish == "refusal":  # the content filter stopped it: no call made then is run
+        return ModelTurn(text=content or "", usage=usage, finish_reason="refusal")
+    return ModelTurn(
+        text=content or "", tool_calls=tuple(_tool_call(call) for call in calls), usage=usage, finish_reason=finish
+    )
 
 
 def _tool_call(call: Any) -> ToolCall:
@@ -105,29 +162,46 @@ def _tool_call(call: Any) -> ToolCall:
 
 
 class OpenAIModel:
-    def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+    def complete(
+        self,
+        model: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        *,
+        deadline: float,
+        system: str | None = None,
+        on_text: TextSink | None = None,
+    ) -> ModelTurn:
         settings = openai_settings()
-        if settings.api_key is None:
+        api_key = settings.api_key
+        if api_key is None:
             raise model_error("openai", "OPENAI_API_KEY is not set")
-        headers = {"Authorization": f"Bearer {settings.api_key}", "Accept": "application/json"}
-        body = post_json(
-            "openai", f"{settings.base_url}/chat/completions", headers, request_body(model, messages, tools),
-            deadline=deadline,
-        )
-        return from_openai_response(body)
+        url = f"{settings.base_url}/chat/completions"
+        headers = {"Authorization": f"Bearer {api_key}"}
+        body = request_body(model, messages, tools, system, stream=on_text is not None)
+        if on_text is None:
+            answer = post_json("openai", url, {**headers, "Accept": "application/json"}, body, deadline=deadline)
+            return from_openai_response(answer)
+        headers["Accept"] = "text/event-stream"
+        with model_response("openai", url, headers, body, deadline=deadline) as response:
+            return parse_openai_stream(response.iter_lines(), on_text)
 
 
 def provider() -> OpenAIModel:
     return OpenAIModel()
 
 
-# --- streamed responses (`"stream": true`), parsed from recorded or live SSE lines ------------
+# --- streamed responses (`"stream": true`), read as they arrive -----------------------------------
 
 
-def parse_openai_stream(lines: Iterable[str]) -> ModelTurn:
-    """Assemble a streamed Chat Completion: text deltas appended, tool-call fragments joined by `index`."""
+def parse_openai_stream(lines: Iterable[str], on_text: TextSink | None = None) -> ModelTurn:
+    """Assemble a streamed Chat Completion: text deltas passed on and appended, tool-call fragments
+    joined by `index` (a call is complete, and parsed, only once the stream ends)."""
     text: list[str] = []
+    refusal: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
+    finish_reason: Any = None
+    usage = Usage()
     finished = False
     for data in sse_events(lines):
         if data.strip() == "[DONE]":
@@ -135,23 +209,35 @@ def parse_openai_stream(lines: Iterable[str]) -> ModelTurn:
             break
         chunk = parse_json_object("openai", data, "a stream chunk")
         if "error" in chunk:
-            raise model_error("openai", "the stream reported an error")
+            raise model_error("openai", stream_error_detail(chunk.get("error")))
+        if isinstance(chunk.get("usage"), dict):
+            usage = _usage(chunk["usage"])
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 raise model_error("openai", "a stream chunk is malformed")
             delta = choice.get("delta") or {}
-            text.append(delta.get("content") or "")
+            for piece, into in ((delta.get("content"), text), (delta.get("refusal"), refusal)):
+                if isinstance(piece, str) and piece:
+                    into.append(piece)
+                    if on_text is not None:
+                        on_text(piece)
             for fragment in delta.get("tool_calls") or []:
                 _merge_tool_fragment(calls, fragment)
-            finished = finished or bool(choice.get("finish_reason"))
-    if not finished:
+            finish_reason = choice.get("finish_reason") or finish_reason
+    if not (finished or finish_reason):
         raise model_error("openai", "the stream ended early")
-    message = {"content": "".join(text), "tool_calls": [calls[index] for index in sorted(calls)]}
-    return _turn_from_message(message)
+    message = {
+        "content": "".join(text),
+        "refusal": "".join(refusal) or None,
+        "tool_calls": [calls[index] for index in sorted(calls)],
+    }
+    return _turn_from_message(message, finish_reason, usage)
 
 
-def _merge_tool_fragment(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> None:
+def _merge_tool_fragment(calls: dict[int, dict[str, Any]], fragment: Any) -> None:
     # The first fragment of a call carries id and name; later ones only more of the arguments string.
+    if not isinstance(fragment, dict):
+        raise model_error("openai", "a stream chunk is malformed")
     call = calls.setdefault(fragment.get("index", 0), {"id": "", "function": {"name": "", "arguments": ""}})
     call["id"] = fragment.get("id") or call["id"]
     function = fragment.get("function") or {}
