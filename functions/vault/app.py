@@ -55,6 +55,11 @@ class SiteTool(BaseModel):
     prefixedName: str = Field(description="The name models see: `<domain>_<tool>`, [A-Za-z0-9_-], at most 64 characters")
     description: str
     inputSchema: dict[str, Any] = Field(description="JSON Schema of the arguments")
+    annotations: dict[str, Any] | None = Field(
+        None,
+        description="MCP sites: the tool's annotations as the server published them "
+        "(readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title)",
+    )
 
 
 class SiteWarning(BaseModel):
@@ -79,6 +84,9 @@ class Site(BaseModel):
         description="Tools of the manifest that are left out (invalid even by the tolerant reading of API.md §11), and why"
     )
     tools: list[SiteTool] | None = Field(None, description="The usable tools (not in lists)")
+    kind: Literal["manifest", "mcp"] = Field(
+        "manifest", description="`mcp`: a remote MCP server (Streamable HTTP endpoint, API.md §12.1); `manifest`: a manifest site"
+    )
 
 
 class SitePage(BaseModel):
