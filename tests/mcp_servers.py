@@ -193,8 +193,8 @@ class HostileServer:
                     message = json.loads(body)
                 except ValueError:
                     message = {}
-                hostile.requests.append(message)
-                status, headers, payload = answer(message)
+                hostile.requests.append({**message, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                status, headers, payload = answer(message if isinstance(message, dict) else {})
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)

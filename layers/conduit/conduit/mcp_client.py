@@ -54,8 +54,10 @@ class McpFailure(Exception):
     """Why an MCP exchange failed; the message is safe to show a user.
 
     kind: "refused" (an address the guard refuses, redirects included), "unavailable" (unreachable,
-    too slow), "auth" (401/403; `challenge` holds WWW-Authenticate), "protocol" (not MCP, garbage,
-    too large, too deep), "incompatible" (it speaks MCP, but a version or session we cannot use), "rpc" (a JSON-RPC error: `rpc_code`).
+    too slow), "auth" (401/403; `challenge` holds WWW-Authenticate), "not_mcp" (the answer is not
+    JSON-RPC at all: HTML, garbage, another status), "protocol" (a JSON-RPC answer we cannot use: too
+    large, too deep, malformed), "incompatible" (it speaks MCP, but a version or session we cannot
+    use), "rpc" (a JSON-RPC error: `rpc_code`).
     """
 
     def __init__(self, kind: str, message: str, *, rpc_code: int | None = None, challenge: str = "") -> None:
@@ -304,10 +306,10 @@ def _answer(response: OutboundResponse, request_id: int, method: str) -> dict[st
         messages = list(_sse_messages(response.content))
     elif content_type.endswith("json") or content_type == "":
         if not response.content.strip():
-            raise McpFailure("protocol", f"The server answered {method} with HTTP {response.status} and no body")
+            raise McpFailure("not_mcp", f"The server answered {method} with HTTP {response.status} and no body")
         messages = [_decode(response.content)]
     else:
-        raise McpFailure("protocol", f"The server answered {method} with HTTP {response.status} ({content_type or 'no type'}), not JSON-RPC")
+        raise McpFailure("not_mcp", f"The server answered {method} with HTTP {response.status} ({content_type or 'no type'}), not JSON-RPC")
     for message in messages:
         if not isinstance(message, dict) or message.get("id") != request_id or "method" in message:
             continue  # notifications, server requests, other ids
@@ -323,15 +325,17 @@ def _answer(response: OutboundResponse, request_id: int, method: str) -> dict[st
             raise McpFailure("protocol", f"The server's answer to {method} has no result object")
         return result
     if not 200 <= response.status < 300:
-        raise McpFailure("protocol", f"The server answered {method} with HTTP {response.status}")
-    raise McpFailure("protocol", f"The server's answer to {method} does not answer it")
+        raise McpFailure("not_mcp", f"The server answered {method} with HTTP {response.status}")
+    raise McpFailure("not_mcp", f"The server's answer to {method} does not answer it")
 
 
 def _decode(data: bytes) -> Any:
     try:
         value = parse_json(data)
     except ValueError as bad:
-        raise McpFailure("protocol", f"The server did not answer with valid JSON ({str(bad)[:120]})") from None
+        # Too deep to parse is hostile, not merely "not MCP": the caller must not fall back quietly.
+        kind = "protocol" if "nested too deeply" in str(bad) else "not_mcp"
+        raise McpFailure(kind, f"The server did not answer with valid JSON ({str(bad)[:120]})") from None
     problem = _structure_problem(value, MAX_DEPTH)
     if problem:
         raise McpFailure("protocol", f"The server's answer {problem}")
@@ -346,7 +350,7 @@ def _sse_messages(body: bytes) -> list[Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise McpFailure("protocol", "The server's event stream is not UTF-8") from None
+        raise McpFailure("not_mcp", "The server's event stream is not UTF-8") from None
     for line in [*text.splitlines(), ""]:
         if line == "":
             if data:

@@ -91,9 +91,9 @@ def probe(url: str, token: str | None, client: GuardedClient) -> McpClient | Non
     try:
         mcp.connect()
     except McpFailure as failure:
-        if failure.kind in ("auth", "refused", "rpc", "incompatible"):
-            raise _add_error(failure, url) from None  # it is an MCP server (or a refused address)
-        return None
+        if failure.kind == "not_mcp":
+            return None  # keep the manifest lookup's answer
+        raise _add_error(failure, url) from None  # an MCP server that cannot be used, or a refused address
     return mcp
 
 
