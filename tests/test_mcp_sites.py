@@ -4,6 +4,8 @@ Python SDK (tests/mcp_servers.py) and small hostile ones; in process (moto), the
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from conduit.repositories.sites import SitesRepository
 from conduit.tool_calls import call_tool
 
 from .helpers import assert_error, signed_up
-from .mcp_servers import HostileServer, McpTestServer, rpc
+from .mcp_servers import HostileServer, McpTestServer, _free_port, rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,6 +217,43 @@ def test_a_server_that_dies_mid_call(account, servers):
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+EVERYTHING = ROOT / "tests" / "npm" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+
+
+def test_a_second_implementation_the_typescript_sdk(account, tmp_path):
+    """@modelcontextprotocol/server-everything (TypeScript SDK, handshake era, SSE answers with
+    priming events). Installed by `npm ci --prefix tests/npm`; skipped without node or the package."""
+    node = shutil.which("node")
+    if node is None or not EVERYTHING.exists():
+        pytest.skip("node or tests/npm (npm ci --prefix tests/npm) is missing")
+    port = _free_port()
+    log = (tmp_path / "everything.log").open("w")
+    process = subprocess.Popen([node, str(EVERYTHING), "streamableHttp"], env={**os.environ, "PORT": str(port)},
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/mcp"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                view = vault.add_site(account, url, None, None)
+                break
+            except ConduitError:
+                assert time.monotonic() < deadline and process.poll() is None, "the node server did not start"
+                time.sleep(0.3)
+        site = stored(account, view["id"])
+        assert site["mcpProtocolVersion"] in ("2025-11-25", MODERN_VERSION) and view["warnings"] == []
+        names = {tool["name"] for tool in view["tools"]}
+        assert {"echo", "get-sum", "get-tiny-image", "get-structured-content"} <= names
+        assert call_tool(site, "echo", {"message": "hi"}) == {"content": "Echo: hi"}
+        image = call_tool(site, "get-tiny-image", {})["content"]
+        assert "[image: image/png, about" in image and "not shown]" in image  # summarised, not dropped
+        assert call_tool(site, "get-sum", {"a": 2, "b": 3}) == {"content": "The sum of 2 and 3 is 5."}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
 
 
 # --- hostile servers: a clear error, nothing stored, no 500 --------------------------------------

@@ -344,7 +344,7 @@ def _decode(data: bytes) -> Any:
 
 def _sse_messages(body: bytes) -> list[Any]:
     """The JSON data of each event of a finished SSE body (events without data, e.g. priming events
-    and comments, are skipped)."""
+    and comments, and events whose data is not JSON are skipped)."""
     messages: list[Any] = []
     data: list[str] = []
     try:
@@ -353,9 +353,16 @@ def _sse_messages(body: bytes) -> list[Any]:
         raise McpFailure("not_mcp", "The server's event stream is not UTF-8") from None
     for line in [*text.splitlines(), ""]:
         if line == "":
-            if data:
-                messages.append(_decode("\n".join(data).encode()))
-                data = []
+            payload = "\n".join(data).strip()
+            data = []
+            if not payload:
+                continue  # a priming event (an id for resumption, empty data)
+            try:
+                messages.append(_decode(payload.encode()))
+            except McpFailure as failure:
+                if failure.kind != "not_mcp":
+                    raise
+                # An event that is not JSON cannot be our answer; if none is, _answer says so.
         elif line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
     return messages
