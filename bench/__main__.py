@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, dynamodb_requests, latency
+from bench import chat_overhead, cold_import, dynamodb_requests, latency, mcp_call
 
 
 def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
@@ -44,6 +44,12 @@ def main() -> None:
     results["chat_overhead"] = overhead = chat_overhead.measure()
     print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
     print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")
+    results["mcp_call"] = mcp_call.measure()
+    print_table(
+        "One MCP tool call as Conduit makes it vs a bare tools/call, loopback SDK server (medians, interleaved)",
+        [("server", 26), ("direct ms", 10), ("conduit ms", 11), ("added ms", 9)],
+        [[row["server"], row["direct_ms"], row["conduit_ms"], row["added_ms"]] for row in results["mcp_call"]["rows"]],
+    )
     results["latency"] = latency.measure()
     print_table(
         "Latency of the local stack (each client its own user; a run start is timed to its 202)",
