@@ -85,6 +85,7 @@ class McpTestServer:
     json_response: bool = True
     handshake_only: bool = False
     bearer: str | None = None
+    oauth: Any = None  # an McpAuthorizationServer: tokens it issued are accepted, 401 points at it
     name: str = "Loopback tools"
     seen: list[Seen] = field(default_factory=list)
 
@@ -133,6 +134,10 @@ class McpTestServer:
             except ValueError:
                 parsed = None
             self.seen.append(Seen(scope["method"], headers, parsed))
+            if self.oauth is not None and not self.oauth.accepts(headers.get("authorization", "")):
+                challenge = f'Bearer resource_metadata="{self.oauth.origin}/.well-known/oauth-protected-resource/mcp"'
+                await _plain(send, 401, b'{"error":"invalid_token"}', [(b"www-authenticate", challenge.encode())])
+                return
             if self.bearer is not None and headers.get("authorization") != f"Bearer {self.bearer}":
                 await _plain(send, 401, b'{"error":"invalid_token"}', [(b"www-authenticate", b'Bearer error="invalid_token"')])
                 return
@@ -162,6 +167,90 @@ async def _plain(send: Callable, status: int, body: bytes, extra: list[tuple[byt
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+# --- an authorization server for MCP (RFC 9728, 8414, 7591, 7636, 8707) -----------------------------
+
+
+class McpAuthorizationServer:
+    """Serves the protected resource metadata of `resource`, its own RFC 8414 metadata, dynamic
+    registration, and a token endpoint that checks PKCE, `resource` and the registered client, and
+    rotates refresh tokens. `issuer_override` makes its metadata lie about the issuer."""
+
+    __test__ = False
+
+    def __init__(self, issuer_override: str | None = None) -> None:
+        from .sites import TestSite
+
+        self.site = TestSite()
+        self.resource = ""
+        self.issuer_override = issuer_override
+        self.registered: list[dict] = []
+        self.codes: dict[str, tuple[str, str]] = {}  # code -> (challenge, resource)
+        self.valid_access: set[str] = set()
+        self.current_refresh: str | None = None
+        self.exchanges: list[dict] = []
+        self._issued = 0
+        routes = self.site.routes
+        routes[("GET", "/.well-known/oauth-protected-resource/mcp")] = lambda *_: (200, {"resource": self.resource, "authorization_servers": [self.origin]})
+        routes[("GET", "/.well-known/oauth-authorization-server")] = lambda *_: (200, {
+            "issuer": self.issuer_override or self.origin,
+            "authorization_endpoint": f"{self.origin}/authorize",
+            "token_endpoint": f"{self.origin}/token",
+            "registration_endpoint": f"{self.origin}/register",
+            "code_challenge_methods_supported": ["S256"],
+        })
+        routes[("POST", "/register")] = self._register
+        routes[("POST", "/token")] = self._token
+
+    @property
+    def origin(self) -> str:
+        return self.site.origin
+
+    def accepts(self, authorization: str) -> bool:
+        return authorization.removeprefix("Bearer ") in self.valid_access
+
+    def approve(self, authorization_url: str) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = {k: v[0] for k, v in parse_qs(urlsplit(authorization_url).query).items()}
+        assert query["code_challenge_method"] == "S256" and query["client_id"] == "dyn-1" and query["response_type"] == "code"
+        code = f"code-{len(self.codes)}"
+        self.codes[code] = (query["code_challenge"], query["resource"])
+        return code
+
+    def _register(self, site: Any, path: str, headers: dict, body: bytes) -> tuple:
+        self.registered.append(json.loads(body))
+        return 201, {"client_id": "dyn-1", "client_id_issued_at": int(time.time())}
+
+    def _issue(self) -> dict:
+        self._issued += 1
+        access, refresh = f"mcp-at-{self._issued}", f"mcp-rt-{self._issued}"
+        self.valid_access = {access}
+        self.current_refresh = refresh
+        return {"access_token": access, "refresh_token": refresh, "expires_in": 3600, "token_type": "Bearer"}
+
+    def _token(self, site: Any, path: str, headers: dict, body: bytes) -> tuple:
+        import base64
+        import hashlib
+        from urllib.parse import parse_qs
+
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        self.exchanges.append(form)
+        if form.get("client_id") != "dyn-1" or form.get("resource") != self.resource:
+            return 400, {"error": "invalid_target"}
+        if form.get("grant_type") == "authorization_code":
+            challenge, resource = self.codes.pop(form.get("code", ""), (None, None))
+            computed = base64.urlsafe_b64encode(hashlib.sha256(form.get("code_verifier", "").encode()).digest()).decode().rstrip("=")
+            if challenge != computed or resource != self.resource:
+                return 400, {"error": "invalid_grant"}
+            return 200, self._issue()
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == self.current_refresh:
+            return 200, self._issue()
+        return 400, {"error": "invalid_grant"}
+
+    def close(self) -> None:
+        self.site.close()
 
 
 # --- hostile servers --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit import identity, mcp_sites, vault
+from conduit import identity, mcp_sites, site_oauth, vault
 from conduit.errors import ConduitError
 from conduit.mcp_client import MODERN_VERSION, McpClient, McpFailure
 from conduit.outbound import GuardedClient
@@ -22,7 +22,7 @@ from conduit.repositories.sites import SitesRepository
 from conduit.tool_calls import call_tool
 
 from .helpers import assert_error, signed_up
-from .mcp_servers import HostileServer, McpTestServer, _free_port, rpc
+from .mcp_servers import HostileServer, McpAuthorizationServer, McpTestServer, _free_port, rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -254,6 +254,53 @@ def test_a_second_implementation_the_typescript_sdk(account, tmp_path):
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def test_oauth_with_dynamic_registration_resource_and_refresh_rotation(account, servers):
+    authorization = servers(McpAuthorizationServer)
+    server = servers(oauth=authorization)
+    authorization.resource = server.url
+    redirect = "http://127.0.0.1:9/callback"
+    # Without a token the server challenges; adding says so and points at OAuth.
+    error = expect_error("MANIFEST_NOT_FOUND", vault.add_site, account, server.url, None, None)
+    assert "/vault/oauth/start" in error.message and nothing_stored(account)
+
+    started = site_oauth.start(account, server.url, redirect)
+    assert authorization.registered == [{
+        "client_name": "Conduit", "redirect_uris": [redirect], "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"], "token_endpoint_auth_method": "none",
+    }]
+    assert started["authorizationUrl"].startswith(f"{authorization.origin}/authorize?")
+    code = authorization.approve(started["authorizationUrl"])  # checks S256, client id, resource
+    view = site_oauth.complete(account, started["state"], code)
+    assert (view["kind"], view["authType"], view["hasToken"]) == ("mcp", "oauth2", True)
+    assert authorization.exchanges[0]["resource"] == server.url and authorization.exchanges[0]["grant_type"] == "authorization_code"
+    site = stored(account, view["id"])
+    assert call_tool(site, "add", {"a": 1, "b": 1}) == {"total": 2}
+
+    # The server stops taking the access token: one refresh (rotated, with `resource`), one retry.
+    authorization.valid_access = set()
+    assert call_tool(stored(account, view["id"]), "add", {"a": 2, "b": 2}) == {"total": 4}
+    refresh = authorization.exchanges[-1]
+    assert (refresh["grant_type"], refresh["refresh_token"], refresh["resource"]) == ("refresh_token", "mcp-rt-1", server.url)
+    assert call_tool(stored(account, view["id"]), "add", {"a": 3, "b": 3}) == {"total": 6}  # the rotated token is stored
+    assert len(authorization.exchanges) == 2
+
+
+def test_oauth_refuses_an_authorization_server_that_names_another_issuer(account, servers):
+    authorization = servers(McpAuthorizationServer, issuer_override="https://evil.example")
+    server = servers(oauth=authorization)
+    authorization.resource = server.url
+    error = expect_error("MANIFEST_INVALID", site_oauth.start, account, server.url, "http://127.0.0.1:9/callback")
+    assert "issuer" in error.message and authorization.registered == []
+
+
+def test_oauth_refuses_metadata_about_another_resource(account, servers):
+    authorization = servers(McpAuthorizationServer)
+    server = servers(oauth=authorization)
+    authorization.resource = "http://127.0.0.1:1/elsewhere"
+    error = expect_error("MANIFEST_INVALID", site_oauth.start, account, server.url, "http://127.0.0.1:9/callback")
+    assert "not " + server.url in error.message
 
 
 # --- hostile servers: a clear error, nothing stored, no 500 --------------------------------------

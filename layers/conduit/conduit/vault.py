@@ -116,6 +116,7 @@ def add_site(
     refresh_token: str | None,
     token_expires_at: int | None = None,
     client_id: str | None = None,
+    oauth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fetch and validate the manifest, then store the site with its tokens encrypted. Nothing is
     stored unless every step succeeds."""
@@ -135,6 +136,8 @@ def add_site(
             raise
     if mcp is not None:
         values = {**mcp_sites.site_values(mcp, url, site_id, domain), "authType": "bearer" if token else "none"}
+        if oauth:  # connected through /vault/oauth (mcp_oauth): what refreshing needs
+            values.update(oauth, authType="oauth2", clientId=client_id or "")
     else:
         values = _manifest_values(manifest, manifest_url, site_id, domain, client_id)
     site = {
