@@ -152,7 +152,7 @@ def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId =
     return vault.refresh_manifest(account_for(caller, workspace_id, "write"), siteId)
 
 
-@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site", **_returns(OAuthStarted))
+@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site or an MCP server (RFC 9728, 8414, 7591, 8707)", **_returns(OAuthStarted))
 def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
     account = account_for(caller, request.workspaceId, "write")
     return site_oauth.start(account, request.url, request.redirectUri, request.scopes)
