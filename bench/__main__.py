@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, dynamodb_requests, first_text, latency
+from bench import chat_overhead, cold_import, dynamodb_requests, first_text, latency, mcp_call
 
 
 def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
@@ -47,6 +47,12 @@ def main() -> None:
     results["first_text"] = first = first_text.measure()
     print(f"\nProvider's first byte -> client's first `text` event, streamed chat through the local stack ({first['runs']} runs, warm)")
     print(f"median: {first['median_ms']} ms   p95: {first['p95_ms']} ms   min: {first['min_ms']} ms   max: {first['max_ms']} ms")
+    results["mcp_call"] = mcp_call.measure()
+    print_table(
+        "One MCP tool call as Conduit makes it vs a bare tools/call, loopback SDK server (medians, interleaved)",
+        [("server", 26), ("direct ms", 10), ("conduit ms", 11), ("added ms", 9)],
+        [[row["server"], row["direct_ms"], row["conduit_ms"], row["added_ms"]] for row in results["mcp_call"]["rows"]],
+    )
     results["latency"] = latency.measure()
     print_table(
         "Latency of the local stack (each client its own user; a run start is timed to its 202)",

@@ -55,6 +55,11 @@ class SiteTool(BaseModel):
     prefixedName: str = Field(description="The name models see: `<domain>_<tool>`, [A-Za-z0-9_-], at most 64 characters")
     description: str
     inputSchema: dict[str, Any] = Field(description="JSON Schema of the arguments")
+    annotations: dict[str, Any] | None = Field(
+        None,
+        description="MCP sites: the tool's annotations as the server published them "
+        "(readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title)",
+    )
 
 
 class SiteWarning(BaseModel):
@@ -79,6 +84,9 @@ class Site(BaseModel):
         description="Tools of the manifest that are left out (invalid even by the tolerant reading of API.md §11), and why"
     )
     tools: list[SiteTool] | None = Field(None, description="The usable tools (not in lists)")
+    kind: Literal["manifest", "mcp"] = Field(
+        "manifest", description="`mcp`: a remote MCP server (Streamable HTTP endpoint, API.md §12.1); `manifest`: a manifest site"
+    )
 
 
 class SitePage(BaseModel):
@@ -144,7 +152,7 @@ def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId =
     return vault.refresh_manifest(account_for(caller, workspace_id, "write"), siteId)
 
 
-@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site", **_returns(OAuthStarted))
+@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site or an MCP server (RFC 9728, 8414, 7591, 8707)", **_returns(OAuthStarted))
 def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
     account = account_for(caller, request.workspaceId, "write")
     return site_oauth.start(account, request.url, request.redirectUri, request.scopes)

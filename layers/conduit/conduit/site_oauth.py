@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from conduit import token_box
+from conduit import mcp_oauth, mcp_sites, token_box
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, utc_now
 from conduit.manifests import DEFAULT_CLIENT_ID, OOB_REDIRECT, Manifest, fetch_manifest, oauth_client_id
@@ -111,7 +111,18 @@ def start(
 ) -> dict[str, str | list[str] | None]:
     client = outbound_client()
     check_site_url(url, client)
-    manifest, manifest_url = fetch_manifest(url, None, client)
+    try:
+        manifest, manifest_url = fetch_manifest(url, None, client)
+    except ConduitError as not_found:
+        # No manifest: an MCP server's own authorization (mcp_oauth), if it asks for one.
+        if not_found.code != "MANIFEST_NOT_FOUND" or not mcp_sites.may_be_endpoint(url):
+            raise
+        if redirect_uri is not None:
+            check_redirect_uri(redirect_uri, client)
+        mcp = mcp_oauth.discover(url, redirect_uri, client)
+        if mcp is None:
+            raise
+        return _start_mcp(account, url, mcp, redirect_uri or "", scopes)
     if manifest.auth_type != "oauth2":
         raise validation_error("url", "the site does not use OAuth2; add it with a token instead")
     method = manifest.code_challenge_method
@@ -155,6 +166,44 @@ def start(
     }
 
 
+def _start_mcp(
+    account: Account, url: str, mcp: mcp_oauth.McpOAuth, redirect_uri: str, scopes: list[str] | None
+) -> dict[str, str | list[str] | None]:
+    state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+    SitesRepository().put_pending_authorization(
+        state,
+        {
+            "accountId": account.account_id,
+            "url": url,
+            "tokenUrl": mcp.token_endpoint,
+            "clientId": mcp.client_id,
+            "redirectUri": redirect_uri,
+            "resource": mcp.resource,
+            "codeVerifier": token_box.seal(verifier, account_id=account.account_id, site_id=state, purpose="pkce-verifier"),
+            "createdAt": iso(utc_now()),
+            "expiresAt": int(time.time()) + PENDING_SECONDS,
+        },
+    )
+    parameters = {
+        "response_type": "code",
+        "client_id": mcp.client_id,
+        "state": state,
+        "code_challenge": _challenge(verifier),
+        "code_challenge_method": "S256",
+        "redirect_uri": redirect_uri,
+        "resource": mcp.resource,  # RFC 8707: the token is for this server only
+    }
+    if scopes:
+        parameters["scope"] = " ".join(dict.fromkeys(scopes))
+    separator = "&" if "?" in mcp.authorization_endpoint else "?"
+    return {
+        "authorizationUrl": f"{mcp.authorization_endpoint}{separator}{urlencode(parameters)}",
+        "state": state,
+        "redirectUri": redirect_uri,
+        "scopes": list(dict.fromkeys(scopes or [])),
+    }
+
+
 def complete(account: Account, state: str, code: str) -> dict[str, Any]:
     pending = SitesRepository().take_pending_authorization(state, account.account_id, int(time.time()))
     if pending is None:
@@ -163,12 +212,15 @@ def complete(account: Account, state: str, code: str) -> dict[str, Any]:
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "client_id": pending["clientId"]}
     if pending["redirectUri"]:
         form["redirect_uri"] = pending["redirectUri"]
+    if pending.get("resource"):  # an MCP server (RFC 8707)
+        form["resource"] = pending["resource"]
     try:
         tokens = exchange(pending["tokenUrl"], form, outbound_client())
     except TokenRefused as refused:
         raise validation_error("code", f"the site refused the authorization code ({refused})") from None
     return add_site(
-        account, pending["url"], tokens.access_token, tokens.refresh_token, tokens.expires_at, client_id=pending["clientId"]
+        account, pending["url"], tokens.access_token, tokens.refresh_token, tokens.expires_at, client_id=pending["clientId"],
+        oauth={"tokenUrl": pending["tokenUrl"], "oauthResource": pending["resource"]} if pending.get("resource") else None,
     )
 
 
@@ -244,6 +296,8 @@ def _exchange_and_store(site: dict[str, Any]) -> str:
     account_id, site_id = site["accountId"], site["siteId"]
     refresh_token = token_box.unseal(site["refreshToken"], account_id=account_id, site_id=site_id, purpose="refresh")
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": site.get("clientId") or DEFAULT_CLIENT_ID}
+    if site.get("oauthResource"):  # an MCP server (RFC 8707)
+        form["resource"] = site["oauthResource"]
     try:
         tokens = exchange(site["tokenUrl"], form, outbound_client())
     except TokenRefused:

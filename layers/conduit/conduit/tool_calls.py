@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from jsonschema import Draft202012Validator
 
+from conduit import mcp_sites
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
@@ -61,8 +62,10 @@ def call_tool(
 ) -> Any:
     tool = find_tool(site, name)
     check_arguments(tool, arguments)
-    url, body = call_request(site, tool["name"], arguments)
     client = client or GuardedClient(timeout=TOOL_TIMEOUT_SECONDS)
+    if mcp_sites.site_kind(site) == mcp_sites.KIND_MCP:
+        return _call_mcp(site, tool["name"], arguments, client)
+    url, body = call_request(site, tool["name"], arguments)
 
     def send(token: str | None) -> OutboundResponse:
         headers = {"Accept": "application/json"}
@@ -89,3 +92,20 @@ def call_tool(
         return response.json()
     except ValueError:
         raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} did not answer with JSON") from None
+
+
+def _call_mcp(site: dict[str, Any], tool_name: str, arguments: dict[str, Any], client: GuardedClient) -> Any:
+    """tools/call on an MCP site (mcp_sites), with the same token handling as other sites."""
+    token = token_for_call(site) if "accessToken" in site else None
+    try:
+        try:
+            return mcp_sites.call(site, tool_name, arguments, token, client)
+        except mcp_sites.AuthRejected as rejected:
+            if not (token and can_refresh(site)):
+                raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool_name} on {site['domain']} failed: {rejected}") from None
+        try:
+            return mcp_sites.call(site, tool_name, arguments, refresh(site), client)  # refreshed once, retried once
+        except mcp_sites.AuthRejected as rejected:
+            raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool_name} on {site['domain']} failed: {rejected}") from None
+    finally:
+        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from conduit import token_box
+from conduit import mcp_sites, token_box
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, utc_now
 from conduit.manifests import FETCH_SECONDS, Manifest, fetch_manifest, oauth_client_id, prefixed_names
@@ -93,6 +93,7 @@ def site_view(site: dict[str, Any], *, with_tools: bool = True) -> dict[str, Any
         "manifestFetchedAt": site["manifestFetchedAt"],
         "lastUsedAt": site.get("lastUsedAt"),
         "warnings": site.get("warnings") or [],  # tools of the manifest left out, and why (§11)
+        "kind": mcp_sites.site_kind(site),  # "mcp" | "manifest" (§12.1)
     }
     if with_tools:
         view["tools"] = json.loads(site["toolsJson"])
@@ -115,14 +116,30 @@ def add_site(
     refresh_token: str | None,
     token_expires_at: int | None = None,
     client_id: str | None = None,
+    oauth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fetch and validate the manifest, then store the site with its tokens encrypted. Nothing is
     stored unless every step succeeds."""
     client = outbound_client()
     check_site_url(url, client)
     token, refresh_token = normalize_token(token), normalize_token(refresh_token)
-    manifest, manifest_url = fetch_manifest(url, token, client)
     site_id, domain, now = new_id("site"), site_domain(url), iso(utc_now())
+    mcp = None
+    try:
+        manifest, manifest_url = fetch_manifest(url, token, client)
+    except ConduitError as not_found:
+        # No manifest there: the URL may be an MCP endpoint (mcp_sites: the detection order).
+        if not_found.code != "MANIFEST_NOT_FOUND" or not mcp_sites.may_be_endpoint(url):
+            raise
+        mcp = mcp_sites.probe(url, token, mcp_sites.probe_client())
+        if mcp is None:
+            raise
+    if mcp is not None:
+        values = {**mcp_sites.site_values(mcp, url, site_id, domain), "authType": "bearer" if token else "none"}
+        if oauth:  # connected through /vault/oauth (mcp_oauth): what refreshing needs
+            values.update(oauth, authType="oauth2", clientId=client_id or "")
+    else:
+        values = _manifest_values(manifest, manifest_url, site_id, domain, client_id)
     site = {
         "siteId": site_id,
         "accountId": account.account_id,
@@ -130,7 +147,7 @@ def add_site(
         "domain": domain,
         "status": "active",
         "createdAt": now,
-        **_manifest_values(manifest, manifest_url, site_id, domain, client_id),
+        **values,
         **_sealed_tokens(account.account_id, site_id, token, refresh_token),
     }
     if token_expires_at is not None:
@@ -167,6 +184,9 @@ def refresh_manifest(account: Account, site_id: str) -> dict[str, Any]:
     sites = SitesRepository()
     site = sites.get_site(account.account_id, site_id)
     token = site_token(site)
+    if mcp_sites.site_kind(site) == mcp_sites.KIND_MCP:
+        values = mcp_sites.refreshed_values(site, token)
+        return site_view(sites.update(account.account_id, site_id, values))
     client = outbound_client()
     manifest, manifest_url = fetch_manifest(site["manifestUrl"], token, client)
     values = _manifest_values(manifest, manifest_url, site_id, site["domain"], site.get("clientId") or None)
