@@ -41,8 +41,14 @@ dev: $(VENV)/.installed
 	PORT=$(PORT) $(PY) -m shared.local
 
 # The suite lints the template too (tests/test_template.py), with the lint virtualenv.
-test: $(VENV)/.installed $(LINT_VENV)/.installed
+test: $(VENV)/.installed $(LINT_VENV)/.installed tests/npm/node_modules/.installed
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+# A second MCP implementation (the TypeScript SDK's reference server) for tests/test_mcp_sites.py.
+# Without Node.js the test that needs it skips, saying so.
+tests/npm/node_modules/.installed: tests/npm/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tests/npm --silent --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the MCP test against the TypeScript reference server will be skipped"; fi
 
 $(LINT_VENV)/.installed: requirements-lint.txt
 	@[ -x $(LINT_VENV)/bin/python ] || $(PYTHON313) -m venv $(LINT_VENV)
