@@ -59,8 +59,10 @@ def measure() -> list[dict[str, Any]]:
         session = call("AuthFunction", "POST", "/auth/register", {"email": "bench@example.com", "password": "bench password"})
         token = session["accessToken"]
         call("AuthFunction", "POST", "/auth/accept-terms", {}, token)
+        api_key = call("AuthFunction", "POST", "/api-keys", {"name": "bench"}, token)["key"]
         routes = [
             ("AuthFunction", "GET", "/auth/me", None, token),
+            ("AuthFunction", "GET", "/auth/me (API key)", None, api_key),
             ("BillingFunction", "GET", "/billing", None, token),
             ("BillingFunction", "GET", "/billing/ledger", None, token),
             ("AdminFunction", "GET", "/admin/users", None, token),
@@ -70,11 +72,12 @@ def measure() -> list[dict[str, Any]]:
             ("AgentsFunction", "POST", "/agents", {"name": "Bench", "systemPrompt": "Say hi"}, token),
             ("AgentsFunction", "GET", "/agents", None, token),
         ]
-        for function, method, path, body, bearer in routes:
+        for function, method, label, body, bearer in routes:
+            path = label.split(" ", 1)[0]
             call(function, method, path, body, bearer)  # warm-up: secrets and clients cached
             requests.clear()
             call(function, method, path, body, bearer)
-            rows.append({"route": f"{method} {path}", "requests": len(requests), "operations": list(requests)})
+            rows.append({"route": f"{method} {label}", "requests": len(requests), "operations": list(requests)})
         # A run start takes the agent's lock: warm up on one agent, count on the other.
         warm_agent, counted_agent = (item["id"] for item in call("AgentsFunction", "GET", "/agents", None, token)["items"])
         call("AgentsFunction", "POST", f"/agents/{warm_agent}/runs", {}, token)
