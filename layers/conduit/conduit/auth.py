@@ -29,6 +29,7 @@ from conduit.tokens import verify_access_token
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 _PUBLIC = "__conduit_public__"
+_KEYS_ONLY = "__conduit_keys_only__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,13 @@ def public(*, limit_by_ip: bool = False) -> Callable[[Handler], Handler]:
         return handler
 
     return mark
+
+
+def keys_only(handler: Handler) -> Handler:
+    """Mark a route (/mcp) that takes API keys only: REST access tokens are bound to the REST API
+    (API.md §12.2), so a JWT there is INVALID_TOKEN, checked before anything is read."""
+    setattr(handler, _KEYS_ONLY, True)
+    return handler
 
 
 def current_caller(request: Request) -> Caller:
@@ -124,6 +132,8 @@ def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], 
             window = RateLimiter().hit("ip", source_ip, tiers.unauthenticated_requests_per_minute)
         return GateResult(caller=None, rate_window=window)
 
+    if getattr(handler, _KEYS_ONLY, False) and not is_api_key(_bearer_token(headers)):
+        raise ConduitError("INVALID_TOKEN", "This endpoint takes an API key (Authorization: Bearer cdk_…); access tokens work only on the REST API")
     caller = authenticate(headers)
     account = caller.account
     window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
