@@ -23,6 +23,7 @@ os.environ.update(
         "POWERTOOLS_METRICS_NAMESPACE": "Conduit",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
         "ADMIN_EMAILS": "bench@example.com",
+        "LOCAL_MODE": "true",  # the /mcp tools/call row calls a site on loopback
     }
 )
 
@@ -90,4 +91,47 @@ def measure() -> list[dict[str, Any]]:
         requests.clear()
         call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
+        rows.append(_mcp_tools_call(handlers, call, requests, token, api_key))
     return rows
+
+
+def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str) -> dict[str, Any]:
+    """One modern tools/call on POST /mcp (API key) of a loopback site's tool."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from bench.platform import _Tool
+    from shared.local.gateway import function_url_event
+    from shared.local.workers import LocalLambdaContext
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _Tool)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        added = call("VaultFunction", "POST", "/vault/sites", {"url": f"http://127.0.0.1:{site.server_address[1]}", "token": "t"}, token)
+        tool = added["tools"][0]["prefixedName"]
+        message = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}},
+        }
+        headers = [
+            ("Host", "127.0.0.1"),
+            ("Authorization", f"Bearer {api_key}"),
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ]
+
+        def mcp_call() -> dict[str, Any]:
+            event = function_url_event("POST", "/mcp", headers=headers, raw=json.dumps(message).encode())
+            return json.loads(handlers["McpFunction"](event, LocalLambdaContext("McpFunction", 512, 100, "bench"))["body"])
+
+        mcp_call()  # warm-up
+        requests.clear()
+        answer = mcp_call()
+        assert answer["result"]["isError"] is False, answer
+    finally:
+        site.shutdown()
+    return {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}

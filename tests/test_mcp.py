@@ -178,6 +178,9 @@ def test_tool_failures_are_is_error_results(client, setup, site):
     site.routes[("POST", "/tools/search")] = lambda s, p, h, b: (500, {"error": "boom"})
     failed = rpc(client, key, "tools/call", {"name": setup["tool"], "arguments": {"q": "x"}}).json()["result"]
     assert failed["isError"] is True and failed["structuredContent"]["code"] == "TOOL_EXECUTION_ERROR"
+    stray = rpc(client, key, "tools/call", {"name": "agent_daily_digest", "arguments": {"stray": 1}}).json()["result"]
+    assert stray["isError"] is True and stray["structuredContent"]["code"] == "VALIDATION_ERROR"
+    assert client.get(f"/agents/{setup['agent']['id']}/runs", headers=setup["headers"]).json()["items"] == []
     unknown = rpc(client, key, "tools/call", {"name": "nope", "arguments": {}})
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == -32602
 

@@ -34,7 +34,7 @@ from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.runs import RunsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.runs import start_run
-from conduit.tool_calls import run_site_tool
+from conduit.tool_calls import check_arguments, run_site_tool
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -112,6 +112,18 @@ def agent_tool_name(agent_name: str) -> str:
 def account_tools(account: Account) -> dict[str, Tool]:
     """The account's tools by name: every active site's tools (the prefixed names and schemas chat
     uses), then one per active agent; a name already taken keeps its first owner."""
+    tools = _site_tools(account)
+    for name, tool in _agent_tools(account).items():
+        tools.setdefault(name, tool)
+    return tools
+
+
+def find_tool(account: Account, name: str) -> Tool | None:
+    """The tool a call names; the agents are read only when no site tool has the name."""
+    return _site_tools(account).get(name) or _agent_tools(account).get(name)
+
+
+def _site_tools(account: Account) -> dict[str, Tool]:
     tools: dict[str, Tool] = {}
     for site in SitesRepository().all_sites(account.account_id):
         if site["status"] != "active":
@@ -120,6 +132,11 @@ def account_tools(account: Account) -> dict[str, Tool]:
             tools.setdefault(
                 tool["prefixedName"], Tool(tool["prefixedName"], tool["description"], tool["inputSchema"], site=site)
             )
+    return tools
+
+
+def _agent_tools(account: Account) -> dict[str, Tool]:
+    tools: dict[str, Tool] = {}
     for agent in AgentsRepository().all_for_account(account.account_id):
         if not agent["isActive"]:
             continue
@@ -151,7 +168,7 @@ def _failure(error: ConduitError) -> dict[str, Any]:
 def call(caller: Caller, tool_name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A tools/call result. Every failure past finding the tool is an `isError` result."""
     account = account_for(caller, None, "read")
-    tool = account_tools(account).get(tool_name)
+    tool = find_tool(account, tool_name)
     if tool is None:
         raise LookupError(tool_name)
     try:
@@ -167,6 +184,7 @@ def call(caller: Caller, tool_name: str, arguments: dict[str, Any]) -> dict[str,
             )
             structured = outcome if isinstance(outcome, dict) else None
             return _text_result(compact(outcome), is_error=False, structured=structured)
+        check_arguments({"name": tool.name, "inputSchema": tool.input_schema}, arguments)
         return _run_agent(account, tool.agent or {}, arguments.get("input"))
     except ConduitError as error:
         return _failure(error)
