@@ -23,6 +23,7 @@ os.environ.update(
         "POWERTOOLS_METRICS_NAMESPACE": "Conduit",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
         "ADMIN_EMAILS": "bench@example.com",
+        "LOCAL_MODE": "true",  # the /mcp tools/call row calls a site on loopback
     }
 )
 
@@ -59,8 +60,10 @@ def measure() -> list[dict[str, Any]]:
         session = call("AuthFunction", "POST", "/auth/register", {"email": "bench@example.com", "password": "bench password"})
         token = session["accessToken"]
         call("AuthFunction", "POST", "/auth/accept-terms", {}, token)
+        api_key = call("AuthFunction", "POST", "/api-keys", {"name": "bench"}, token)["key"]
         routes = [
             ("AuthFunction", "GET", "/auth/me", None, token),
+            ("AuthFunction", "GET", "/auth/me (API key)", None, api_key),
             ("BillingFunction", "GET", "/billing", None, token),
             ("BillingFunction", "GET", "/billing/ledger", None, token),
             ("AdminFunction", "GET", "/admin/users", None, token),
@@ -70,11 +73,12 @@ def measure() -> list[dict[str, Any]]:
             ("AgentsFunction", "POST", "/agents", {"name": "Bench", "systemPrompt": "Say hi"}, token),
             ("AgentsFunction", "GET", "/agents", None, token),
         ]
-        for function, method, path, body, bearer in routes:
+        for function, method, label, body, bearer in routes:
+            path = label.split(" ", 1)[0]
             call(function, method, path, body, bearer)  # warm-up: secrets and clients cached
             requests.clear()
             call(function, method, path, body, bearer)
-            rows.append({"route": f"{method} {path}", "requests": len(requests), "operations": list(requests)})
+            rows.append({"route": f"{method} {label}", "requests": len(requests), "operations": list(requests)})
         # A run start takes the agent's lock: warm up on one agent, count on the other.
         warm_agent, counted_agent = (item["id"] for item in call("AgentsFunction", "GET", "/agents", None, token)["items"])
         call("AgentsFunction", "POST", f"/agents/{warm_agent}/runs", {}, token)
@@ -87,4 +91,47 @@ def measure() -> list[dict[str, Any]]:
         requests.clear()
         call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
+        rows.append(_mcp_tools_call(handlers, call, requests, token, api_key))
     return rows
+
+
+def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str) -> dict[str, Any]:
+    """One modern tools/call on POST /mcp (API key) of a loopback site's tool."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from bench.platform import _Tool
+    from shared.local.gateway import function_url_event
+    from shared.local.workers import LocalLambdaContext
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _Tool)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        added = call("VaultFunction", "POST", "/vault/sites", {"url": f"http://127.0.0.1:{site.server_address[1]}", "token": "t"}, token)
+        tool = added["tools"][0]["prefixedName"]
+        message = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}},
+        }
+        headers = [
+            ("Host", "127.0.0.1"),
+            ("Authorization", f"Bearer {api_key}"),
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ]
+
+        def mcp_call() -> dict[str, Any]:
+            event = function_url_event("POST", "/mcp", headers=headers, raw=json.dumps(message).encode())
+            return json.loads(handlers["McpFunction"](event, LocalLambdaContext("McpFunction", 512, 100, "bench"))["body"])
+
+        mcp_call()  # warm-up
+        requests.clear()
+        answer = mcp_call()
+        assert answer["result"]["isError"] is False, answer
+    finally:
+        site.shutdown()
+    return {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}

@@ -82,3 +82,37 @@ def test_an_authenticated_call_costs_two_dynamodb_requests(handler, lambda_conte
     dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
     assert call(handler, "/things", session.access_token, lambda_context)[0] == 200
     assert calls == ["BatchGetItem", "UpdateItem"]  # user + login + account, then the rate counter
+
+
+def test_a_key_authenticated_call_costs_the_same_two_requests(handler, lambda_context):
+    from conduit import api_keys
+
+    session = identity.register("keycost@example.com", "long password", None)
+    identity.accept_terms(session.user.id, None)
+    key = api_keys.create_key(session.user.id, session.user.id, "free", "bench", None)["key"]
+    calls = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    assert call(handler, "/things", key, lambda_context) == (200, {"user": session.user.id})
+    assert calls == ["BatchGetItem", "UpdateItem"]  # user + key (live or revoked) + account, then the rate counter
+
+
+def test_a_keys_only_route_refuses_an_access_token_before_reading_anything(aws, lambda_context):
+    from conduit import api_keys
+    from conduit.auth import keys_only
+
+    app = make_resolver()
+
+    @app.get("/keyed")
+    @keys_only
+    def keyed(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
+        return {"user": caller.user_id}
+
+    handler = handler_for(app)
+    session = identity.register("bound@example.com", "long password", None)
+    identity.accept_terms(session.user.id, None)
+    calls = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    status, body = call(handler, "/keyed", session.access_token, lambda_context)
+    assert (status, body["code"], calls) == (401, "INVALID_TOKEN", [])
+    key = api_keys.create_key(session.user.id, session.user.id, "free", "k", None)["key"]
+    assert call(handler, "/keyed", key, lambda_context) == (200, {"user": session.user.id})

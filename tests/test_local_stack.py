@@ -116,6 +116,20 @@ def test_function_url_mount_strips_its_prefix():
     assert router.match("GET", "/agents/a1").path_parameters == {"proxy": "a1"}
 
 
+def test_function_url_exact_paths_pass_through_unchanged():
+    class McpPool:
+        class spec:  # noqa: N801
+            logical_id = "McpFunction"
+            routes = []
+            url_prefix = None
+            url_paths = ("/mcp", "/.well-known/oauth-protected-resource/mcp")
+
+    router = Router([McpPool])  # type: ignore[list-item]
+    assert router.match("POST", "/mcp").url_path == "/mcp"
+    assert router.match("GET", "/.well-known/oauth-protected-resource/mcp").url_path == "/.well-known/oauth-protected-resource/mcp"
+    assert router.match("POST", "/mcp/x") is None and router.match("GET", "/.well-known/other") is None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -75,6 +75,7 @@ class Router:
             ((pool.spec.url_prefix.rstrip("/"), pool) for pool in pools if pool.spec.url_prefix),
             key=lambda item: -len(item[0]),
         )
+        self._url_paths = {path: pool for pool in pools for path in getattr(pool.spec, "url_paths", ())}
 
     def pool(self, function_name: str) -> FunctionPool | None:
         """A function by name, ARN or partial ARN (`…:function:<name>[:qualifier]`), as Invoke accepts."""
@@ -83,6 +84,8 @@ class Router:
         return self._by_name.get(function_name.split(":", 1)[0])
 
     def match(self, method: str, path: str) -> Match | None:
+        if path in self._url_paths:
+            return Match(pool=self._url_paths[path], route=None, path_parameters={}, url_path=path)
         for prefix, pool in self._url_functions:
             if path == prefix or path.startswith(prefix + "/"):
                 return Match(pool=pool, route=None, path_parameters={}, url_path=path[len(prefix) :] or "/")

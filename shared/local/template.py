@@ -63,6 +63,7 @@ class FunctionSpec:
     memory: int
     routes: list[Route] = field(default_factory=list)
     url_prefix: str | None = None  # where a Function URL function is mounted locally
+    url_paths: tuple[str, ...] = ()  # or: the exact paths it answers locally, passed through unchanged
     response_stream: bool = False  # a Function URL with InvokeMode RESPONSE_STREAM: chunks reach the client as they come
 
 
@@ -212,10 +213,13 @@ class Template:
                 for event in props.get("Events", {}).values()
                 if event.get("Type") == "Api"
             ]
-            url_prefix = None
+            url_prefix, url_paths = None, ()
             if "FunctionUrlConfig" in props:
                 url_prefix = resource.get("Metadata", {}).get("LocalUrlPrefix")
-                if not url_prefix:
+                # LocalUrlPaths: a function that serves several paths of its URL's origin (/mcp and
+                # its /.well-known documents) is mounted locally at exactly those, path unchanged.
+                url_paths = tuple(resource.get("Metadata", {}).get("LocalUrlPaths") or ())
+                if not url_prefix and not url_paths:
                     raise ValueError(f"template.yaml: {name} has a Function URL but no Metadata.LocalUrlPrefix")
             # SAM adds a function's Layers to the global ones; a layer by ARN (the Lambda Web
             # Adapter) exists only on AWS, where it plays the part the local gateway plays here.
@@ -233,6 +237,7 @@ class Template:
                     memory=int(props.get("MemorySize", 128)),
                     routes=routes,
                     url_prefix=url_prefix,
+                    url_paths=url_paths,
                     response_stream=props.get("FunctionUrlConfig", {}).get("InvokeMode") == "RESPONSE_STREAM",
                 )
             )

@@ -38,6 +38,8 @@ def allows(role: str, action: Action) -> bool:
 
 def workspace_role(caller: Caller, workspace_id: str) -> tuple[Account, str]:
     """The workspace and the caller's role in it; WORKSPACE_NOT_FOUND unless the caller is a member."""
+    if caller.key is not None and caller.key.account_id != workspace_id:
+        raise ConduitError("PERMISSION_DENIED", "This API key acts only on the account it was made for")
     account, role = WorkspacesRepository().membership(workspace_id, caller.user_id)
     if account is None or account.kind != "workspace" or role is None:
         raise ConduitError("WORKSPACE_NOT_FOUND")
@@ -45,7 +47,13 @@ def workspace_role(caller: Caller, workspace_id: str) -> tuple[Account, str]:
 
 
 def account_for(caller: Caller, workspace_id: str | None, action: Action) -> Account:
-    """The account the request acts on, once the caller is allowed `action` on it."""
+    """The account the request acts on, once the caller is allowed `action` on it.
+
+    An API key names its account (API.md §13): a workspace key acts on its
+    workspace whether or not the request names it, with the maker's role as it
+    is now; a key never reaches another account than its own."""
+    if caller.key is not None and workspace_id is None and caller.key.account_id != caller.user_id:
+        workspace_id = caller.key.account_id
     if workspace_id is None:
         return caller.account  # everything is allowed on one's own account
     account, role = workspace_role(caller, workspace_id)

@@ -2,8 +2,10 @@
 
 Every route of every function is authenticated unless marked `@public`. The
 gate (run by the resolver once the route is matched, see conduit.api) costs two
-DynamoDB requests: one BatchGetItem for user + login session + account, one
-conditional write for the rate limit. Routes receive the result with
+DynamoDB requests: one BatchGetItem for user + login session (or API key) +
+account, one conditional write for the rate limit. The bearer is a JWT access
+token or an API key (`cdk_…`, API.md §13); this gate is the one place that
+tells them apart. Routes receive the result with
 
     def handler(caller: Annotated[Caller, Depends(current_caller)]): ...
 """
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler.request import Request
 
+from conduit.api_keys import KeyGrant, check_key, is_api_key, parse_key
 from conduit.errors import ConduitError
 from conduit.rate_limit import RateLimiter, RateWindow
 from conduit.repositories.accounts import Account
@@ -26,6 +29,7 @@ from conduit.tokens import verify_access_token
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 _PUBLIC = "__conduit_public__"
+_KEYS_ONLY = "__conduit_keys_only__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,7 @@ class Caller:
     user: User
     session_id: str
     account: Account  # the personal account
+    key: KeyGrant | None = None  # set when the bearer is an API key (session_id is then "key:<keyId>")
 
     @property
     def user_id(self) -> str:
@@ -47,6 +52,13 @@ def public(*, limit_by_ip: bool = False) -> Callable[[Handler], Handler]:
         return handler
 
     return mark
+
+
+def keys_only(handler: Handler) -> Handler:
+    """Mark a route (/mcp) that takes API keys only: REST access tokens are bound to the REST API
+    (API.md §12.2), so a JWT there is INVALID_TOKEN, checked before anything is read."""
+    setattr(handler, _KEYS_ONLY, True)
+    return handler
 
 
 def current_caller(request: Request) -> Caller:
@@ -70,9 +82,31 @@ def _bearer_token(headers: dict[str, str]) -> str:
     return token.strip()
 
 
+# Routes an API key may not use (API.md §13): managing keys, signing out.
+KEYLESS_ROUTES = ("/api-keys", "/auth/logout", "/auth/logout-all")
+
+
+def bearer_token(headers: dict[str, str]) -> str:
+    """The bearer credential of a request, or UNAUTHORIZED / INVALID_TOKEN."""
+    return _bearer_token(headers)
+
+
+def authenticate_key(key: str) -> Caller:
+    """The caller behind an API key: its maker, acting on the account the key names."""
+    key_id, user_id = parse_key(key)
+    user, item, account = UsersRepository().load_key_state(user_id, key_id)
+    grant = check_key(key, item)
+    if user is None or account is None or user.disabled:
+        raise ConduitError("TOKEN_REVOKED")
+    return Caller(user=user, session_id=f"key:{key_id}", account=Account.from_item(account), key=grant)
+
+
 def authenticate(headers: dict[str, str]) -> Caller:
     """The caller behind the bearer token, or the 401 that says why not."""
-    claims = verify_access_token(_bearer_token(headers))
+    token = _bearer_token(headers)
+    if is_api_key(token):
+        return authenticate_key(token)
+    claims = verify_access_token(token)
     user_id, session_id = str(claims["sub"]), str(claims["sid"])
     user, session, account = UsersRepository().load_request_state(user_id, session_id, account_id=user_id)
     revoked = (
@@ -98,6 +132,8 @@ def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], 
             window = RateLimiter().hit("ip", source_ip, tiers.unauthenticated_requests_per_minute)
         return GateResult(caller=None, rate_window=window)
 
+    if getattr(handler, _KEYS_ONLY, False) and not is_api_key(_bearer_token(headers)):
+        raise ConduitError("INVALID_TOKEN", "This endpoint takes an API key (Authorization: Bearer cdk_…); access tokens work only on the REST API")
     caller = authenticate(headers)
     account = caller.account
     window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
@@ -106,6 +142,8 @@ def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], 
             raise ConduitError("TERMS_NOT_ACCEPTED")
         if route_path.startswith("/admin/") and not caller.user.is_admin:
             raise ConduitError("ADMIN_REQUIRED")
+        if caller.key is not None and any(route_path == r or route_path.startswith(r + "/") for r in KEYLESS_ROUTES):
+            raise ConduitError("PERMISSION_DENIED", "An API key cannot manage API keys or sign out")
     except ConduitError as error:
         error.headers.update(window.headers())
         raise

@@ -32,8 +32,6 @@ from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, utc_now
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, compact, resolve_model
 from conduit.observability import logger, metrics
-from conduit.outbound import GuardedClient
-from conduit.rate_limit import RateLimiter
 from conduit.repositories.accounts import Account
 from conduit.repositories.sessions import SessionsRepository
 from conduit.repositories.sites import SitesRepository
@@ -41,7 +39,7 @@ from conduit.sessions import find_session, tool_allowed
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
 from conduit.tiers import get_tiers
-from conduit.tool_calls import call_tool
+from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
 DEFAULT_MAX_ROUNDS = 5
@@ -134,16 +132,9 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
         return result
     try:
-        limits = get_tiers()
-        RateLimiter().hit(
-            "outgoing",
-            f"{exchange.account.account_id}#{tool.site['domain']}",
-            limits.outgoing_calls_per_minute_per_domain,
-            code="OUTGOING_RATE_LIMITED",
-        )
-        exchange.charge(limits.costs.tool_call, f"tool {len(exchange.tool_calls) + 1}")
-        client = GuardedClient(timeout=min(exchange.remaining(), 30.0))
-        result = compact(call_tool(tool.site, call.name, call.arguments, client=client))
+        charge = lambda cost: exchange.charge(cost, f"tool {len(exchange.tool_calls) + 1}")  # noqa: E731
+        outcome = run_site_tool(exchange.account.account_id, tool.site, call.name, call.arguments, charge=charge, remaining=exchange.remaining)
+        result = compact(outcome)
         status = "ok"
     except ConduitError as error:
         if error.code == "VALIDATION_ERROR":  # arguments failing the schema go back to the model

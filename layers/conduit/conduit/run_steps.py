@@ -25,18 +25,15 @@ from conduit.chat import available_tools
 from conduit.errors import ConduitError
 from conduit.ids import iso, parse_iso, utc_now
 from conduit.models import Message, ToolCall, compact, resolve_model
-from conduit.outbound import GuardedClient
-from conduit.rate_limit import RateLimiter
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.runs import RUNNING, RunsRepository, message_sk, step_sk
 from conduit.runs import ENDING_ERRORS, EXECUTION_ENDINGS, end_run, start_run
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
-from conduit.tool_calls import call_tool
+from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # as in chat: the model sees at most this many messages
-TOOL_TIMEOUT_SECONDS = 30.0
 STORED_RESULT_CHARS = 64 * 1024  # a DynamoDB item holds 400 KB; the model sees at most this much of a result
 TRANSIENT_CODES = frozenset({"SITE_UNAVAILABLE", "MODEL_ERROR", "CHAT_TIMEOUT"})
 
@@ -195,28 +192,21 @@ def tool_call(run_ids: dict[str, str], round_number: int, call_index: int, step_
     if tool is None:  # a tool the model invented: the model is told, the run goes on
         result, status = compact({"error": f"There is no tool named {call['name']}"}), "error"
     else:
-        limits = get_tiers()
-        try:
-            RateLimiter().hit(
-                "outgoing",
-                f"{run['accountId']}#{tool.site['domain']}",
-                limits.outgoing_calls_per_minute_per_domain,
-                code="OUTGOING_RATE_LIMITED",
-            )
-        except ConduitError as limited:
-            return {"waitSeconds": int(limited.headers.get("Retry-After", "1"))}
-        try:
+        def charge(cost: int) -> None:
             credits.spend(
-                run["accountId"],
-                limits.costs.tool_call,
-                f"agent run: tool call {round_number}.{call_index + 1}",
-                key=f"{run['runId']}:tool:{round_number}:{call_index}",
+                run["accountId"], cost, f"agent run: tool call {round_number}.{call_index + 1}", key=f"{run['runId']}:tool:{round_number}:{call_index}"
             )
-            step["credits"] = limits.costs.tool_call
-            timeout = max(0.1, min(step_deadline, _run_deadline(run)) - time.monotonic())
-            client = GuardedClient(timeout=min(timeout, TOOL_TIMEOUT_SECONDS))
-            result, status = compact(call_tool(tool.site, call["name"], call["arguments"], client=client)), "ok"
+            step["credits"] = cost
+
+        def remaining() -> float:
+            return max(0.1, min(step_deadline, _run_deadline(run)) - time.monotonic())
+
+        try:
+            outcome = run_site_tool(run["accountId"], tool.site, call["name"], call["arguments"], charge=charge, remaining=remaining)
+            result, status = compact(outcome), "ok"
         except ConduitError as error:
+            if error.code == "OUTGOING_RATE_LIMITED":  # nothing was charged: the state machine waits, then calls again
+                return {"waitSeconds": int(error.headers.get("Retry-After", "1"))}
             if error.code != "VALIDATION_ERROR":
                 raise _failure(error) from None
             result, status = compact(error.body()), "error"  # arguments failing the schema go back to the model

@@ -44,6 +44,7 @@ class Tier(_FileModel):
     max_agents: Count | None
     max_sites: Count | None
     max_workspace_members: Count | None
+    max_api_keys: Count | None = 25  # API.md §13: optional in the file, default 25
     monthly_credits: Count
     features: frozenset[Feature]
 
@@ -56,7 +57,12 @@ class Tier(_FileModel):
 
 
 # Counter names (limits.py, the `COUNT#<name>` items) → the Tier field that caps them.
-_COUNTER_FIELDS = {"agents": "max_agents", "sites": "max_sites", "workspaceMembers": "max_workspace_members"}
+_COUNTER_FIELDS = {
+    "agents": "max_agents",
+    "sites": "max_sites",
+    "workspaceMembers": "max_workspace_members",
+    "apiKeys": "max_api_keys",
+}
 
 
 class Costs(_FileModel):

@@ -1,4 +1,7 @@
-"""Calling a site's tool (used by chat and agent runs).
+"""Calling a site's tool (used by chat, agent runs and /mcp).
+
+`run_site_tool` is the one path of a paid tool call: the outgoing per-domain
+limit, then the credit charge, then `call_tool`.
 
 Arguments are checked against the tool's input_schema before anything is
 sent; the site receives the original tool name in its own call shape, with
@@ -11,6 +14,7 @@ TOOL_EXECUTION_ERROR (non-2xx, non-JSON, oversized) or SITE_UNAVAILABLE
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -21,8 +25,10 @@ from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
+from conduit.rate_limit import RateLimiter
 from conduit.repositories.sites import SitesRepository
 from conduit.site_oauth import can_refresh, refresh, token_for_call
+from conduit.tiers import get_tiers
 
 MAX_RESULT_BYTES = 1024 * 1024
 TOOL_TIMEOUT_SECONDS = 30.0
@@ -109,3 +115,27 @@ def _call_mcp(site: dict[str, Any], tool_name: str, arguments: dict[str, Any], c
             raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool_name} on {site['domain']} failed: {rejected}") from None
     finally:
         SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+
+
+def run_site_tool(
+    account_id: str,
+    site: dict[str, Any],
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    charge: Callable[[int], None],
+    remaining: Callable[[], float],
+) -> Any:
+    """One paid tool call, the same from chat, agent runs and /mcp: OUTGOING_RATE_LIMITED at the
+    per-domain limit (nothing charged), then `charge(cost of a tool call)`, then the call, bounded by
+    `remaining()` seconds (asked after the charge) and the 30 s cap."""
+    limits = get_tiers()
+    RateLimiter().hit(
+        "outgoing",
+        f"{account_id}#{site['domain']}",
+        limits.outgoing_calls_per_minute_per_domain,
+        code="OUTGOING_RATE_LIMITED",
+    )
+    charge(limits.costs.tool_call)
+    client = GuardedClient(timeout=min(remaining(), TOOL_TIMEOUT_SECONDS))
+    return call_tool(site, name, arguments, client=client)

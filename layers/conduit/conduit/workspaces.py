@@ -40,6 +40,8 @@ def _check_role(role: str) -> None:
 
 
 def create(caller: Caller, name: str) -> dict[str, Any]:
+    if caller.key is not None:  # a key acts on the one account it names (API.md §13)
+        raise ConduitError("PERMISSION_DENIED", "An API key cannot create workspaces")
     require_feature(get_tiers().tier(caller.account.tier), "workspaces")  # WORKSPACE_REQUIRED
     workspace_id, now = new_id("ws"), utc_now()
     account_items = AccountsRepository().new_account_items(

@@ -43,6 +43,10 @@ class AgentsRepository(Repository):
     def list_agents(self, account_id: str, limit: int, cursor: str | None) -> Page:
         return self.query_page(agents_of(account_id), index="GSI1", limit=limit, cursor=cursor, newest_first=True)
 
+    def all_for_account(self, account_id: str) -> list[dict[str, Any]]:
+        """Every agent of an account, oldest first (GSI1; /mcp lists them as tools)."""
+        return self.query_all(agents_of(account_id), index="GSI1")
+
     def update(self, agent: dict[str, Any], values: dict[str, Any], remove: tuple[str, ...] = ()) -> dict[str, Any]:
         """Set (and remove) attributes of an agent that still exists; AGENT_NOT_FOUND if it is gone.
         Never touches the lock attributes, so an edit cannot free or steal a running agent."""

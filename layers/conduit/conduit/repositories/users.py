@@ -98,17 +98,9 @@ class UsersRepository(Repository):
         self, user_id: str, session_id: str, account_id: str
     ) -> tuple[User | None, LoginSession | None, dict[str, Any] | None]:
         """User, login session and account in one consistent BatchGetItem: the per-request auth read."""
-        keys = [_user_key(user_id), _login_key(user_id, session_id), to_item({"PK": f"ACCOUNT#{account_id}", "SK": "ACCOUNT"})]
-        response = self.client.batch_get_item(
-            RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        found = self._batch_get(
+            [("USER#" + user_id, "PROFILE"), ("USER#" + user_id, f"LOGIN#{session_id}"), (f"ACCOUNT#{account_id}", "ACCOUNT")]
         )
-        found = {(item["PK"]["S"], item["SK"]["S"]): from_item(item) for item in response["Responses"][self.table_name]}
-        # Three small items never exceed BatchGetItem's limits; retry the rare throttled key anyway.
-        unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
-        for key in unprocessed:
-            item = self.get(key["PK"]["S"], key["SK"]["S"])
-            if item:
-                found[(item["PK"], item["SK"])] = item
         user = found.get((f"USER#{user_id}", "PROFILE"))
         session = found.get((f"USER#{user_id}", f"LOGIN#{session_id}"))
         return (
@@ -116,6 +108,36 @@ class UsersRepository(Repository):
             LoginSession.from_item(session) if session else None,
             found.get((f"ACCOUNT#{account_id}", "ACCOUNT")),
         )
+
+    def load_key_state(
+        self, user_id: str, key_id: str
+    ) -> tuple[User | None, dict[str, Any] | None, dict[str, Any] | None]:
+        """The per-request auth read of an API-key call, the same one BatchGetItem: the maker, the
+        key (live `APIKEY#` or revoked `REVOKEDKEY#` item, whichever exists) and the personal account."""
+        found = self._batch_get(
+            [
+                (f"USER#{user_id}", "PROFILE"),
+                (f"USER#{user_id}", f"APIKEY#{key_id}"),
+                (f"USER#{user_id}", f"REVOKEDKEY#{key_id}"),
+                (f"ACCOUNT#{user_id}", "ACCOUNT"),
+            ]
+        )
+        user = found.get((f"USER#{user_id}", "PROFILE"))
+        key = found.get((f"USER#{user_id}", f"APIKEY#{key_id}")) or found.get((f"USER#{user_id}", f"REVOKEDKEY#{key_id}"))
+        return User.from_item(user) if user else None, key, found.get((f"ACCOUNT#{user_id}", "ACCOUNT"))
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        response = self.client.batch_get_item(
+            RequestItems={self.table_name: {"Keys": [to_item({"PK": pk, "SK": sk}) for pk, sk in keys], "ConsistentRead": True}}
+        )
+        found = {(item["PK"]["S"], item["SK"]["S"]): from_item(item) for item in response["Responses"][self.table_name]}
+        # A few small items never exceed BatchGetItem's limits; retry the rare throttled key anyway.
+        unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+        for key in unprocessed:
+            item = self.get(key["PK"]["S"], key["SK"]["S"])
+            if item:
+                found[(item["PK"], item["SK"])] = item
+        return found
 
     def list_users(self, limit: int, cursor: str | None) -> Page:
         page = self.query_page("USERS", index="GSI1", limit=limit, cursor=cursor)
