@@ -126,13 +126,17 @@ def model_turn(run_ids: dict[str, str], previous_round: int, step_deadline: floa
     provider, model_id = resolve_model(agent["model"])
     tools = _tools(run, agent)
     messages = _history(run["runId"])
-    cost = get_tiers().costs.model_turn
     started, started_at = time.monotonic(), iso(utc_now())
+    deadline = min(step_deadline, _run_deadline(run))
+    specs = [tool.spec for tool in tools.values()]
     try:
-        credits.spend(run["accountId"], cost, f"agent run: model turn {round_number}", key=f"{run['runId']}:model:{round_number}")
-        turn = provider.complete(
-            model_id, messages, [tool.spec for tool in tools.values()], deadline=min(step_deadline, _run_deadline(run))
-        )
+        # Held before the call, settled after; a retry of this step (same key) takes over its hold.
+        with credits.hold_model_turn(
+            run["accountId"], agent["model"], messages, specs, f"agent run: model turn {round_number}",
+            key=f"{run['runId']}:model:{round_number}", lease_until=time.time() + max(0.0, deadline - time.monotonic()) + 60,
+        ) as hold:
+            turn = provider.complete(model_id, messages, specs, deadline=deadline)
+            cost = hold.settle(turn.usage)
     except ConduitError as error:
         raise _failure(error) from None
     runs = RunsRepository()

@@ -35,6 +35,14 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a model turn used, as the provider reported them (0 when it reports none)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One message of the conversation. `tool` messages carry a result (JSON text) for `tool_call_id`."""
 
@@ -48,6 +56,7 @@ class Message:
 class ModelTurn:
     text: str
     tool_calls: tuple[ToolCall, ...] = field(default=())
+    usage: Usage = field(default_factory=Usage)
 
 
 class ModelProvider(Protocol):

@@ -14,6 +14,8 @@ from typing import Any
 from conduit.errors import ConduitError
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, checked_tool_call, model_error
 
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py)
+
 
 @cache
 def bedrock_client() -> Any:

@@ -4,6 +4,10 @@ For each line of the user message reading `call <prefixedToolName> <json object>
 it calls that tool, one per turn, in order; then it answers with one line per
 call, `<prefixedToolName> -> <compact JSON result>`. A message with no such
 line is answered `echo: <message>`.
+
+Its usage is deterministic, so priced turns can be tested end to end: a token
+is 4 characters (rounded up) of what it read (every message's content) and
+of what it wrote (its text and tool calls).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import re
 import time
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, ToolCall, ToolSpec
+from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage
 
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py); echo's answers stay far below it
 _CALL_LINE = re.compile(r"^\s*call\s+(\S+)\s+(\{.*\})\s*$")
 
 
@@ -32,8 +37,21 @@ def planned_calls(message: str) -> list[tuple[str, dict]]:
     return calls
 
 
+def _tokens(characters: int) -> int:
+    return -(-characters // 4)
+
+
+def _with_usage(messages: list[Message], turn: ModelTurn) -> ModelTurn:
+    read = sum(len(message.content) for message in messages)
+    written = len(turn.text) + sum(len(call.name) + len(json.dumps(call.arguments)) for call in turn.tool_calls)
+    return ModelTurn(text=turn.text, tool_calls=turn.tool_calls, usage=Usage(_tokens(read), _tokens(written)))
+
+
 class EchoModel:
     def complete(self, model: str, messages: list[Message], tools: list[ToolSpec], *, deadline: float) -> ModelTurn:
+        return _with_usage(messages, self._turn(messages, deadline))
+
+    def _turn(self, messages: list[Message], deadline: float) -> ModelTurn:
         if time.monotonic() > deadline:
             raise ConduitError("CHAT_TIMEOUT")
         last_user = max(index for index, message in enumerate(messages) if message.role == "user")

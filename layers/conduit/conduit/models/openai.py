@@ -18,6 +18,7 @@ from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, compact, mode
 from conduit.models.wire import Endpoint, endpoint_from_environment, parse_json_object, post_json, sse_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py)
 
 
 @cache
