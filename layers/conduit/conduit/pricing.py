@@ -34,6 +34,11 @@ def price_of(model: str) -> ModelPrice | None:
     return pricing.models.get(model) if pricing is not None else None
 
 
+def least_turn_cost(model: str) -> int:
+    """The least a turn of `model` can cost: 1 priced, `costs.modelTurn` unpriced."""
+    return 1 if price_of(model) is not None else get_tiers().costs.model_turn
+
+
 def turn_cost(price: ModelPrice, usage: Usage) -> int:
     """Credits for a turn that used `usage` on a model at `price`."""
     pricing = get_tiers().pricing

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from conduit import credits
+from conduit.pricing import least_turn_cost
 from conduit.agents import TRIGGER_FEATURES
 from conduit.chat import available_tools
 from conduit.errors import ConduitError
@@ -90,7 +91,7 @@ def prepare(run_ids: dict[str, str]) -> dict[str, Any]:
     """Check the run can begin and record its first message: the system prompt, a blank line, the input."""
     run = _running_run(run_ids)
     agent = _agent(run)
-    if _account(run["accountId"]).credits < get_tiers().costs.model_turn:
+    if _account(run["accountId"]).credits < least_turn_cost(agent["model"]):
         raise StepFailed(compact({"code": "NO_CREDITS", "message": "The balance cannot pay a model turn"}))
     content = f"{agent['systemPrompt']}\n\n{run['inputJson']}"
     RunsRepository().put_message(run["runId"], message_sk(0), {"role": "user", "content": content})
