@@ -30,7 +30,7 @@ PRICING = {  # local:echo priced like a small hosted model
     "models": {"local:echo": {"inputUsdPerMTok": 0.15, "outputUsdPerMTok": 0.6}},
 }
 CONCURRENCY = (1, 4, 8, 16)
-EXCHANGES_PER_CLIENT = 6
+EXCHANGES_PER_CLIENT = 4
 
 
 def requests() -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def requests() -> list[dict[str, Any]]:
 
 def throughput() -> list[dict[str, Any]]:
     rows = []
-    with bench_platform(pricing=PRICING) as platform, httpx.Client(base_url=platform.url, timeout=120) as client:
+    with bench_platform(pricing=PRICING) as platform, httpx.Client(base_url=platform.url, timeout=300) as client:
 
         def user(number: int) -> dict[str, str]:
             email = f"hold{number}-{uuid.uuid4().hex[:6]}@example.com"
@@ -110,12 +110,19 @@ def throughput() -> list[dict[str, Any]]:
 
                     def exchanges(index: int) -> list[int]:
                         body = {"sessionToken": tokens[index], "message": "What is on my calendar today?"}
-                        return [client.post("/chat", json=body, headers=owners[index]).status_code for _ in range(EXCHANGES_PER_CLIENT)]
+                        statuses = []
+                        for _ in range(EXCHANGES_PER_CLIENT):
+                            try:
+                                statuses.append(client.post("/chat", json=body, headers=owners[index]).status_code)
+                            except httpx.TimeoutException:
+                                statuses.append(0)  # counted as not ok
+                        return statuses
 
                     list(pool.map(lambda index: client.post("/chat", json={"sessionToken": tokens[index], "message": "warm"}, headers=owners[index]), range(concurrency)))
                     started = time.perf_counter()
                     statuses = [status for batch in pool.map(exchanges, range(concurrency)) for status in batch]
                     wall = time.perf_counter() - started
+                    print(f"{layout}, {concurrency} clients: {statuses.count(200)}/{len(statuses)} ok in {wall:.1f} s", file=sys.stderr)
                     rows.append(
                         {
                             "layout": layout,

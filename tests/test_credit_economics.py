@@ -35,13 +35,15 @@ FAR = time.time() + 3600  # a lease nobody reaches in a test
 
 def priced_tiers(tmp_path: Path, **overrides) -> Path:
     """The project's tiers file with `local:echo` priced at 0.01 credit a token (markup 1):
-    "hello" holds 42 credits (6 input tokens estimated + max_tokens 4096) and costs 1."""
+    "hello" holds 42 credits (6 input tokens estimated + max_tokens 4096) and costs 1.
+    Unpriced turns cost 5."""
     tiers = json.loads((ROOT / "shared" / "tiers.json").read_text())
     tiers["pricing"] = {
         "creditValueUsd": 0.001,
         "markup": 1,
         "models": {"local:echo": {"inputUsdPerMTok": 10, "outputUsdPerMTok": 10}},
     }
+    tiers["costs"]["modelTurn"] = 5  # unpriced turns: never the 1 a priced "hello" costs
     tiers.update(overrides)
     path = tmp_path / "tiers.json"
     path.write_text(json.dumps(tiers))
@@ -394,3 +396,16 @@ def test_echo_reports_a_deterministic_usage():
     turn = model.complete("echo", HELLO, [], deadline=time.monotonic() + 5)
     assert turn == ModelTurn(text="echo: hello", usage=Usage(2, 3))
     assert model.complete("echo", HELLO, [], deadline=time.monotonic() + 5).usage == turn.usage
+
+
+def test_a_step_retried_after_its_model_was_priced_or_unpriced_pays_once(priced):
+    account_id = open_account(100)
+    flat = get_tiers().costs.model_turn
+    credits.hold_model_turn(account_id, "openai:unlisted", HELLO, [], "agent run: model turn 1", "run_2:model:1", FAR)
+    retry = credits.hold_model_turn(account_id, "local:echo", HELLO, [], "agent run: model turn 1", "run_2:model:1", FAR)
+    assert retry.state == "settled" and retry.cost == flat
+    with credits.hold_model_turn(account_id, "local:echo", HELLO, [], "agent run: model turn 2", "run_2:model:2", FAR) as hold:
+        hold.settle(Usage(2, 3))
+    again = credits.hold_model_turn(account_id, "openai:unlisted", HELLO, [], "agent run: model turn 2", "run_2:model:2", FAR)
+    assert again.cost == 1  # the flat spend replays the settled turn's marker: nothing more is charged
+    assert state(account_id) == (0, 100 - flat - 1, 0)

@@ -46,9 +46,11 @@ from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, parse_iso
 from conduit.models import Message, ToolSpec, Usage
 from conduit.observability import logger
+from conduit.pricing import hold_amount, price_of, turn_cost
 from conduit.repositories.accounts import LEDGER_PREFIX, account_key, account_pk, ledger_entry_item
 from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
 from conduit.repositories.billing import top_up_threshold
+from conduit.tiers import ModelPrice, get_tiers
 
 # Compare-and-set rounds before giving up. Each round some rival committed,
 # so this bounds waiting on a hot account rather than correctness.
@@ -156,7 +158,9 @@ class ModelTurnHold:
     The same key again (a Step Functions retry of the step) takes over its open hold, or finds
     the turn already settled and charges nothing more. `cost` is what the turn was charged."""
 
-    def __init__(self, account_id: str, key: str, reason: str, *, price: Any, amount: int, cost: int, state: str) -> None:
+    def __init__(
+        self, account_id: str, key: str, reason: str, *, price: ModelPrice | None, amount: int, cost: int, state: str
+    ) -> None:
         self.account_id, self.key, self.reason, self.price = account_id, key, reason, price
         self.amount = amount  # credits held (priced) or spent up front (unpriced)
         self.cost = cost
@@ -165,8 +169,6 @@ class ModelTurnHold:
     def settle(self, usage: Usage) -> int:
         """Charge the turn's actual cost and free the hold; the cost charged."""
         if self.state == "held":
-            from conduit.pricing import turn_cost
-
             self.cost = _settle(self.account_id, self.key, self.reason, turn_cost(self.price, usage))
             self.state = "settled"
         return self.cost
@@ -198,13 +200,14 @@ def hold_model_turn(
 ) -> ModelTurnHold:
     """Hold (or, unpriced, spend) the credits of one turn of `model` under `key`; see ModelTurnHold.
     `lease_until` (epoch seconds): when a hold nobody settled may be taken back."""
-    from conduit.pricing import hold_amount, price_of
-    from conduit.tiers import get_tiers
-
     price = price_of(model)
     if price is None:
         cost = get_tiers().costs.model_turn
-        spend(account_id, cost, reason, key)
+        _require_positive("amount", cost)
+        # Fingerprinted as a turn, like a settlement: a step retried after the tiers file priced
+        # (or unpriced) its model finds the turn paid rather than a key reused.
+        marker = _change(account_id, -cost, reason, key, usage=True, request=_fingerprint("turn", reason))
+        cost = _cost_of(marker, cost)  # a retry: what the turn was charged then
         return ModelTurnHold(account_id, key, reason, price=None, amount=cost, cost=cost, state="prepaid")
     amount = hold_amount(model, price, messages, tools)
     held, settled_cost = _hold(account_id, amount, reason, key, lease_until)
@@ -227,7 +230,7 @@ def _hold(account_id: str, amount: int, reason: str, key: str, lease_until: floa
     for _ in _attempts(account_id):
         seen, marker, hold = _read(table, account_id, key, with_hold=True)
         if marker is not None:
-            return 0, -int(marker["delta"])
+            return 0, _cost_of(marker, get_tiers().costs.model_turn)
         if hold is not None:  # a retry of the same step: its hold stands, take it over
             return int(hold["amount"]), None
         if amount > seen.available:
@@ -259,11 +262,11 @@ def _settle(account_id: str, key: str, reason: str, cost: int) -> int:
     A cost above what the balance still covers (its hold and the credits nobody holds: an input
     estimate that undershot, or a hold taken back after its lease) is charged as far as it goes."""
     table = Repository()
-    request = _fingerprint("settle", reason)
+    request = _fingerprint("turn", reason)
     for _ in _attempts(account_id):
         seen, marker, hold = _read(table, account_id, key, with_hold=True)
         if marker is not None:
-            return -int(_replayed(marker, request)["delta"])
+            return _cost_of(_replayed(marker, request), cost)
         held_here = int(hold["amount"]) if hold else 0
         covered = max(0, seen.credits - (seen.held - held_here))
         charge = min(cost, covered)
@@ -353,14 +356,16 @@ class _Balance:
         return self.spent(-delta) if delta < 0 else self.with_balances(self.monthly, self.purchased + delta)
 
 
-def _change(account_id: str, delta: int, reason: str, key: str, *, usage: bool = False) -> dict[str, Any]:
+def _change(
+    account_id: str, delta: int, reason: str, key: str, *, usage: bool = False, request: str | None = None
+) -> dict[str, Any]:
     """Apply `delta` under `key` once; the marker (outcome) of the change. `usage` (a spend)
     must leave the holds covered, and starts an auto top-up when it leaves the balance under
     the account's threshold."""
     _require_text("reason", reason, 500)
     _require_text("key", key, MAX_KEY_LENGTH)
     table = Repository()
-    request = _fingerprint("change", delta, reason)
+    request = request or _fingerprint("change", delta, reason)
     reclaimed = False
     for _ in _attempts(account_id):
         seen, marker, _hold = _read(table, account_id, key)
@@ -397,9 +402,16 @@ def _read(
         keys.append(to_item({"PK": account_pk(account_id), "SK": f"{MARKER_PREFIX}{key}"}))
     if with_hold:
         keys.append(to_item({"PK": account_pk(account_id), "SK": f"{HOLD_PREFIX}{hold_key or key}"}))
-    response = table.client.transact_get_items(
-        TransactItems=[{"Get": {"TableName": table.table_name, "Key": item_key}} for item_key in keys]
-    )
+    request = [{"Get": {"TableName": table.table_name, "Key": item_key}} for item_key in keys]
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            response = table.client.transact_get_items(TransactItems=request)
+            break
+        except table.client.exceptions.TransactionCanceledException:
+            # DynamoDB cancels a read that meets a write in flight on a hot account: read again.
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
     found = [from_item(answer.get("Item", {})) or None for answer in response["Responses"]]
     account = found[0]
     if account is None:
@@ -462,6 +474,12 @@ def _marker(
     if entry_id is not None:
         marker["entryId"] = entry_id
     return marker
+
+
+def _cost_of(marker: dict[str, Any], default: int) -> int:
+    """What the change under a marker charged; markers from before `delta` was kept were flat
+    model turns (`default`)."""
+    return -int(marker["delta"]) if "delta" in marker else default
 
 
 def _fingerprint(*request: object) -> str:
