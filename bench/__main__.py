@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, dynamodb_requests, first_text, latency, mcp_call
+from bench import chat_overhead, cold_import, credit_holds, dynamodb_requests, first_text, latency, mcp_call
 
 
 def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
@@ -61,6 +61,17 @@ def main() -> None:
             [row["operation"], row["clients"], row["requests"], row["p50_ms"], row["p95_ms"], row["requests_per_second"]]
             for row in results["latency"]
         ],
+    )
+    results["credit_holds"] = holds = credit_holds.measure()
+    print_table(
+        "Credits path of one model turn: DynamoDB requests",
+        [("turn", 30), ("requests", 9), ("operations", 0)],
+        [[row["turn"], row["requests"], ", ".join(row["operations"])] for row in holds["requests"]],
+    )
+    print_table(
+        "Priced POST /chat (local:echo) from concurrent clients: one hot account vs one account each",
+        [("layout", 14), ("clients", 8), ("exchanges", 10), ("ok", 6), ("exch/s", 8)],
+        [[row["layout"], row["clients"], row["exchanges"], row["ok"], row["exchanges_per_second"]] for row in holds["throughput"]],
     )
     output = Path(__file__).parent / "results" / "latest.json"
     output.parent.mkdir(exist_ok=True)

@@ -56,8 +56,11 @@ class BenchPlatform:
 
 
 @contextmanager
-def bench_platform() -> Iterator[BenchPlatform]:
+def bench_platform(pricing: dict[str, Any] | None = None) -> Iterator[BenchPlatform]:
+    """The local stack with high limits; `pricing` replaces the tiers file's pricing block."""
     tiers = json.loads((ROOT / "shared" / "tiers.json").read_text())
+    if pricing is not None:
+        tiers["pricing"] = pricing
     tiers["outgoingCallsPerMinutePerDomain"] = 1_000_000  # the benchmarks call one domain many times
     tiers["unauthenticatedRequestsPerMinute"] = 1_000_000
     tiers["signupCredits"] = 1_000_000

@@ -25,6 +25,8 @@ def test_overview_of_a_new_account(client, member):
         "accountId": account_id,
         "tier": "free",
         "credits": 100,  # signupCredits of the default tiers file
+        "monthlyCredits": 0,
+        "purchasedCredits": 100,  # signup credits never lapse
         "subscriptionStatus": "none",
         "hasPaymentMethod": False,
         "autoTopUp": {"enabled": False, "thresholdCredits": 0, "topUpCredits": 0, "lastFailure": None},

@@ -56,7 +56,13 @@ def update_account(accountId: str, change: AccountChange, caller: CurrentCaller)
     return admin.update_account(accountId, tier=change.tier, subscription_status=change.subscriptionStatus)
 
 
-@app.post("/admin/accounts/<accountId>/credits", tags=["Admin"], summary="Grant (or remove) credits")
+@app.post(
+    "/admin/accounts/<accountId>/credits",
+    tags=["Admin"],
+    summary="Grant (or remove) credits",
+    description="A grant adds purchased (non-lapsing) credits; a removal takes monthly credits first. "
+    "With an Idempotency-Key a retry applies once; the same key with a different body → 409 IDEMPOTENCY_KEY_REUSED.",
+)
 def adjust_credits(
     accountId: str,  # noqa: N803
     change: CreditChange,

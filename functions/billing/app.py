@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from conduit import auto_top_up, billing, credits
 from conduit.access import account_for
@@ -48,12 +48,57 @@ class PlanChange(StrictBody):
     workspaceId: str | None = BodyWorkspaceId
 
 
-@app.get("/billing", tags=["Billing"], summary="Billing overview of the account")
+# --- response shapes (documentation: handlers return plain dicts built by conduit.billing) ---
+
+
+class TopUpFailure(BaseModel):
+    reason: str
+    failedAt: str
+
+
+class AutoTopUpView(BaseModel):
+    enabled: bool
+    thresholdCredits: int
+    topUpCredits: int
+    lastFailure: TopUpFailure | None = Field(description="Why the last auto top-up failed (which turned it off)")
+
+
+class BillingOverview(BaseModel):
+    accountId: str
+    tier: str
+    credits: int = Field(description="The balance: monthlyCredits + purchasedCredits. Auto top-up looks at it")
+    monthlyCredits: int = Field(
+        description="Granted at each renewal (Stripe invoice.paid), spent first, lapsing at the next renewal (API.md §15)"
+    )
+    purchasedCredits: int = Field(description="Purchases, top-ups, signup credits and admin grants: they never lapse")
+    subscriptionStatus: str
+    hasPaymentMethod: bool
+    autoTopUp: AutoTopUpView
+
+
+class LedgerEntry(BaseModel):
+    id: str
+    delta: int = Field(description="A priced model turn shows its actual cost, one entry per turn; a lapse is its own entry")
+    balance: int = Field(description="The balance (the sum of both) after this entry")
+    reason: str
+    createdAt: str
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntry]
+    nextCursor: str | None
+
+
+def _returns(model: type[BaseModel]) -> dict:
+    return {"responses": {200: {"description": "Successful Response", "content": {"application/json": {"model": model}}}}}
+
+
+@app.get("/billing", tags=["Billing"], summary="Billing overview of the account", **_returns(BillingOverview))
 def overview(caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:
     return billing.overview(account_for(caller, workspace_id, "billing"))
 
 
-@app.get("/billing/ledger", tags=["Billing"], summary="Credit ledger, newest first")
+@app.get("/billing/ledger", tags=["Billing"], summary="Credit ledger, newest first", **_returns(LedgerPage))
 def ledger(
     caller: CurrentCaller,
     workspace_id: WorkspaceId = None,

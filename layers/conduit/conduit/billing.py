@@ -51,6 +51,8 @@ def overview(account: Account) -> dict[str, Any]:
         "accountId": profile.account.account_id,
         "tier": profile.account.tier,
         "credits": profile.account.credits,
+        "monthlyCredits": profile.account.monthly_credits,
+        "purchasedCredits": profile.account.purchased_credits,
         "subscriptionStatus": profile.account.subscription_status,
         "hasPaymentMethod": profile.payment_method_id is not None,
         "autoTopUp": auto_top_up_view(profile),

@@ -1,9 +1,10 @@
 """One chat exchange (API.md §7): the model loop over the session's tools, paid in credits.
 
 The exchange is all or nothing for the conversation: only a successful one
-saves its user message and answer. Credits are spent as work happens (before
-each model turn and each tool call), so work done before a failure stays paid
-and nothing is done that the balance cannot cover. The whole exchange runs
+saves its user message and answer. Credits are spent as work happens (each
+tool call before it runs; each model turn held before the provider is called and
+settled to its actual cost after, see credits.ModelTurnHold), so work done before
+a failure stays paid and nothing is done that the balance cannot cover. The whole exchange runs
 against one deadline, which bounds every model and tool call in it.
 
 Its events (`text`, `tool_use`, `tool_result`, `done`) go to the exchange's
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,6 @@ from conduit.repositories.sites import SitesRepository
 from conduit.sessions import find_session, tool_allowed
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
-from conduit.tiers import get_tiers
 from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
@@ -86,6 +87,24 @@ class Exchange:
     def charge(self, amount: int, what: str) -> None:
         credits.spend(self.account.account_id, amount, f"chat: {what}", key=f"{self.exchange_id}:{what}")
         self.credits_used += amount
+
+    @contextmanager
+    def model_turn(
+        self, model: str, system: str | None, messages: list[Message], tools: list[ToolSpec], what: str
+    ) -> Iterator[credits.ModelTurnHold]:
+        """The credits of one model turn (API.md §15): held before the provider is called,
+        settled by `hold.settle(usage)`, released on any other ending; see credits.ModelTurnHold."""
+        # A hold outlives a Lambda killed at the deadline only until this lease passes.
+        lease_until = time.time() + max(0.0, self.deadline - time.monotonic()) + 60
+        hold = credits.hold_model_turn(
+            self.account.account_id, model, messages, tools, f"chat: {what}", f"{self.exchange_id}:{what}", lease_until,
+            system=system,
+        )
+        try:
+            with hold:
+                yield hold
+        finally:
+            self.credits_used += hold.cost
 
 
 def available_tools(account: Account, session: dict[str, Any]) -> dict[str, AvailableTool]:
@@ -168,21 +187,22 @@ def _run(exchange: Exchange, session: dict[str, Any], message: str, model: str |
     provider, model_id = resolve_model(model or session["model"])
     tools = available_tools(account, session)
     messages = [*_history(session), Message(role="user", content=message)]
-    costs = get_tiers().costs
     system = session.get("systemPrompt")
     answer, finish_reason, streamed = "", "max_rounds", False
     for round_number in range(1, DEFAULT_MAX_ROUNDS + 1):
         exchange.remaining()
-        exchange.charge(costs.model_turn, f"model turn {round_number}")
+        specs = [t.spec for t in tools.values()]
         pieces: list[str] = []
-        turn: ModelTurn = provider.complete(
-            model_id,
-            messages,
-            [t.spec for t in tools.values()],
-            deadline=exchange.deadline,
-            system=system,
-            on_text=_text_sender(exchange, pieces) if exchange.sink is not None else None,
-        )
+        with exchange.model_turn(model or session["model"], system, messages, specs, f"model turn {round_number}") as hold:
+            turn: ModelTurn = provider.complete(
+                model_id,
+                messages,
+                specs,
+                deadline=exchange.deadline,
+                system=system,
+                on_text=_text_sender(exchange, pieces) if exchange.sink is not None else None,
+            )
+            hold.settle(turn.usage)
         exchange.add_usage(turn.usage)
         answer, streamed = turn.text, bool(pieces)
         if not turn.tool_calls:  # providers never hand back tool calls with a length or refusal ending

@@ -20,7 +20,8 @@ class CatalogueEntry:
 # The original catalogue (spec/error-codes.txt) plus the extension codes API.md
 # allows (EMAIL_IN_USE, INTERNAL_ERROR), SITE_UNAVAILABLE for unreachable sites and
 # BILLING_UNAVAILABLE when Stripe is not configured, unreachable, or an event is mid-flight,
-# AGENT_INACTIVE for a run of an agent whose isActive is false.
+# AGENT_INACTIVE for a run of an agent whose isActive is false, IDEMPOTENCY_KEY_REUSED for a
+# key sent again with a different request (the first outcome would otherwise come back silently).
 CATALOGUE: dict[str, CatalogueEntry] = {
     # Authentication
     "UNAUTHORIZED": CatalogueEntry(401, "No valid authentication token provided"),
@@ -79,6 +80,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     "INTERNAL_ERROR": CatalogueEntry(500, "Internal server error"),
     "BILLING_UNAVAILABLE": CatalogueEntry(503, "Billing is unavailable right now"),
     "AGENT_INACTIVE": CatalogueEntry(409, "The agent is inactive; set isActive to run it"),
+    "IDEMPOTENCY_KEY_REUSED": CatalogueEntry(409, "The Idempotency-Key was already used for a different request"),
 }
 
 

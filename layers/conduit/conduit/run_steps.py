@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from conduit import credits
+from conduit.pricing import least_turn_cost
 from conduit.agents import TRIGGER_FEATURES
 from conduit.chat import available_tools
 from conduit.errors import ConduitError
@@ -88,7 +89,7 @@ def prepare(run_ids: dict[str, str]) -> dict[str, Any]:
     when none). The agent's prompt is not in it: each model turn sends it as the system prompt."""
     run = _running_run(run_ids)
     agent = _agent(run)
-    if _account(run["accountId"]).credits < get_tiers().costs.model_turn:
+    if _account(run["accountId"]).credits < least_turn_cost(agent["model"]):
         raise StepFailed(compact({"code": "NO_CREDITS", "message": "The balance cannot pay a model turn"}))
     RunsRepository().put_message(run["runId"], message_sk(0), {"role": "user", "content": run["inputJson"]})
     return {"round": 0}
@@ -123,17 +124,18 @@ def model_turn(run_ids: dict[str, str], previous_round: int, step_deadline: floa
     provider, model_id = resolve_model(agent["model"])
     tools = _tools(run, agent)
     messages = _history(run["runId"])
-    cost = get_tiers().costs.model_turn
     started, started_at = time.monotonic(), iso(utc_now())
+    deadline = min(step_deadline, _run_deadline(run))
+    specs = [tool.spec for tool in tools.values()]
     try:
-        credits.spend(run["accountId"], cost, f"agent run: model turn {round_number}", key=f"{run['runId']}:model:{round_number}")
-        turn = provider.complete(
-            model_id,
-            messages,
-            [tool.spec for tool in tools.values()],
-            deadline=min(step_deadline, _run_deadline(run)),
+        # Held before the call, settled after; a retry of this step (same key) takes over its hold.
+        with credits.hold_model_turn(
+            run["accountId"], agent["model"], messages, specs, f"agent run: model turn {round_number}",
+            key=f"{run['runId']}:model:{round_number}", lease_until=time.time() + max(0.0, deadline - time.monotonic()) + 60,
             system=agent["systemPrompt"],
-        )
+        ) as hold:
+            turn = provider.complete(model_id, messages, specs, deadline=deadline, system=agent["systemPrompt"])
+            cost = hold.settle(turn.usage)
     except ConduitError as error:
         raise _failure(error) from None
     runs = RunsRepository()

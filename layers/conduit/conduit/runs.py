@@ -24,12 +24,12 @@ from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, parse_iso, utc_now
 from conduit.models import compact
 from conduit.observability import logger
+from conduit.pricing import least_turn_cost
 from conduit.repositories.accounts import Account
 from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.base import Page
 from conduit.repositories.runs import RUNNING, RunsRepository, run_item
 from conduit.settings import get_settings
-from conduit.tiers import get_tiers
 
 LEASE_MARGIN_SECONDS = 120
 # How an execution that ended without the finish step maps to a run's status.
@@ -159,7 +159,7 @@ def start_run(account: Account, agent: dict[str, Any], run_input: Any, trigger: 
     balance cannot pay the first model turn (later turns that cannot be paid fail the run)."""
     if not agent["isActive"]:
         raise ConduitError("AGENT_INACTIVE")
-    if account.credits < get_tiers().costs.model_turn:
+    if account.credits < least_turn_cost(agent["model"]):
         raise ConduitError("NO_CREDITS")
     settings = get_settings()
     now = utc_now()

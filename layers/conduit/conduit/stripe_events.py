@@ -191,7 +191,8 @@ def _invoice_paid(account_id: str, invoice: dict[str, Any], event: StripeEvent) 
     monthly = get_tiers().tier(tier).monthly_credits
     if tier == "free" or monthly == 0:
         return "ignored: no monthly credits"
-    credits.grant(account_id, monthly, f"monthly credits ({tier})", key=f"stripe:{invoice['id']}")
+    # The monthly credits left lapse and the new ones are granted, once per invoice (API.md §15).
+    credits.renew(account_id, monthly, f"monthly credits ({tier})", key=f"stripe:{invoice['id']}")
     return "monthly credits granted"
 
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from conduit.errors import validation_error
@@ -75,6 +75,41 @@ class CreditPack(_FileModel):
     price_usd: Annotated[Decimal, Field(gt=0, decimal_places=2)]
 
 
+def _a_json_number(value: object) -> object:
+    # Lax Decimal parsing would take "3.0" or true; an operator's typo should stop the cold start.
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Number = BeforeValidator(_a_json_number)
+Price = Annotated[Decimal, Number, Field(ge=0, allow_inf_nan=False)]
+
+
+class ModelPrice(_FileModel):
+    """USD per million tokens (API.md §15)."""
+
+    input_usd_per_m_tok: Price = Field(alias="inputUsdPerMTok")
+    output_usd_per_m_tok: Price = Field(alias="outputUsdPerMTok")
+
+
+class Pricing(_FileModel):
+    """Usage pricing of model turns (API.md §15): `max(1, ceil(usd / creditValueUsd × markup))`.
+    Models are named as sessions name them (`provider:model`); others cost `costs.modelTurn`."""
+
+    credit_value_usd: Annotated[Decimal, Number, Field(gt=0, allow_inf_nan=False)]
+    markup: Annotated[Decimal, Number, Field(gt=0, allow_inf_nan=False)]
+    models: dict[str, ModelPrice]
+
+    @field_validator("models")
+    @classmethod
+    def _models_are_named_in_full(cls, models: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        unnamed = [name for name in models if ":" not in name.strip(":")]
+        if unnamed:
+            raise ValueError(f"name models as provider:model: {', '.join(unnamed)}")
+        return models
+
+
 class TiersConfig(_FileModel):
     tiers: dict[TierName, Tier]
     outgoing_calls_per_minute_per_domain: Rate
@@ -83,6 +118,7 @@ class TiersConfig(_FileModel):
     past_due_grace_days: Count = 7  # API.md §4: "default 7"
     costs: Costs
     credit_packs: tuple[CreditPack, ...] = ()
+    pricing: Pricing | None = None  # None: every model turn costs costs.modelTurn
 
     @field_validator("tiers")
     @classmethod

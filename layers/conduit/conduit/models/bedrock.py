@@ -31,6 +31,8 @@ from conduit.models import (
 from conduit.models import wire
 from conduit.models.wire import parse_json_object
 
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py)
+
 
 @cache
 def bedrock_client() -> Any:

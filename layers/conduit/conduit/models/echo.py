@@ -6,6 +6,10 @@ call, `<prefixedToolName> -> <compact JSON result>`. A message with no such
 line is answered `echo: <message>`. The system prompt's `call` lines come first
 (API.md §8: an agent's prompt may plan the calls, its run input is the message).
 It never streams: a client gets its answer as one `text` event.
+
+Its usage is deterministic, so priced turns can be tested end to end: a token
+is 4 characters (rounded up) of what it read (the system prompt and every message) and
+of what it wrote (its text and tool calls).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import re
 import time
 
 from conduit.errors import ConduitError
-from conduit.models import Message, ModelTurn, TextSink, ToolCall, ToolSpec
+from conduit.models import Message, ModelTurn, TextSink, ToolCall, ToolSpec, Usage
 
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py); echo's answers stay far below it
 _CALL_LINE = re.compile(r"^\s*call\s+(\S+)\s+(\{.*\})\s*$")
 
 
@@ -34,6 +39,16 @@ def planned_calls(message: str) -> list[tuple[str, dict]]:
     return calls
 
 
+def _tokens(characters: int) -> int:
+    return -(-characters // 4)
+
+
+def _with_usage(system: str | None, messages: list[Message], turn: ModelTurn) -> ModelTurn:
+    read = len(system or "") + sum(len(message.content) for message in messages)
+    written = len(turn.text) + sum(len(call.name) + len(json.dumps(call.arguments)) for call in turn.tool_calls)
+    return ModelTurn(text=turn.text, tool_calls=turn.tool_calls, usage=Usage(_tokens(read), _tokens(written)))
+
+
 class EchoModel:
     def complete(
         self,
@@ -45,6 +60,9 @@ class EchoModel:
         system: str | None = None,
         on_text: TextSink | None = None,
     ) -> ModelTurn:
+        return _with_usage(system, messages, self._turn(messages, deadline, system))
+
+    def _turn(self, messages: list[Message], deadline: float, system: str | None) -> ModelTurn:
         if time.monotonic() > deadline:
             raise ConduitError("CHAT_TIMEOUT")
         last_user = max(index for index, message in enumerate(messages) if message.role == "user")

@@ -41,6 +41,7 @@ from conduit.models.wire import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MAX_TOKENS = 4096  # the most a turn is held for (credits.py)
 
 
 @cache

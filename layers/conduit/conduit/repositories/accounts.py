@@ -65,6 +65,9 @@ class Account:
     subscription_status: SubscriptionStatus
     created_at: str
     name: str | None = None
+    # The two balances whose sum is `credits` (API.md §15); see credits.py.
+    monthly_credits: int = 0
+    purchased_credits: int = 0
 
     @classmethod
     def from_item(cls, item: dict[str, Any], *, now: datetime | None = None) -> Account:
@@ -81,6 +84,9 @@ class Account:
             subscription_status=item["subscriptionStatus"],
             created_at=item["createdAt"],
             name=item.get("name"),
+            monthly_credits=int(item.get("monthlyCredits", 0)),
+            # An item from before the two balances has only `credits`: they read as purchased.
+            purchased_credits=int(item["purchasedCredits"]) if "purchasedCredits" in item else int(item["credits"]) - int(item.get("monthlyCredits", 0)),
         )
 
 
@@ -123,6 +129,10 @@ class AccountsRepository(Repository):
             "ownerId": owner_id,
             "tier": tier,
             "credits": signup_credits,
+            # Signup credits are purchased credits: they never lapse (API.md §15).
+            "monthlyCredits": 0,
+            "purchasedCredits": signup_credits,
+            "heldCredits": 0,
             "subscriptionStatus": "none",
             "createdAt": created_at,
             # The time of the latest balance change. Every change is conditioned
