@@ -14,10 +14,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from jsonschema import Draft202012Validator
 
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
+from conduit.json_schemas import instance_problems
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
 from conduit.repositories.sites import SitesRepository
@@ -36,12 +36,9 @@ def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
-    errors = sorted(Draft202012Validator(tool["inputSchema"]).iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    if errors:
-        details = [
-            {"field": ".".join(["arguments", *(str(part) for part in error.absolute_path)]), "message": error.message}
-            for error in errors
-        ]
+    problems = instance_problems(tool["inputSchema"], arguments, limit=50)
+    if problems:
+        details = [{"field": f"arguments.{path}" if path else "arguments", "message": message} for path, message in problems]
         raise ConduitError("VALIDATION_ERROR", f"Arguments of {tool['name']} do not match its schema", details=details)
 
 
