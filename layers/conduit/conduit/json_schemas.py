@@ -18,6 +18,8 @@ from jsonschema.validators import validator_for as _validator_class
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from conduit.safe_json import depth
+
 MAX_DEPTH = 32  # nesting of a schema; deeper ones are refused when stored
 
 
@@ -44,7 +46,7 @@ def schema_problems(schema: Any) -> list[Problem]:
     that does not point inside itself. Empty when it can."""
     if not isinstance(schema, dict):
         return [("", "must be a JSON object")]
-    if _depth(schema) > MAX_DEPTH:
+    if depth(schema) > MAX_DEPTH:
         return [("", f"is nested deeper than {MAX_DEPTH} levels")]
     cls = _validator_class(schema, default=Draft202012Validator)
     try:
@@ -110,21 +112,6 @@ def _pointer(document: Any, pointer: str) -> Any:
         else:
             return None
     return current
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth, without recursion (a parsed document may be deeper than Python's stack)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if isinstance(current, dict):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in current.values())
-        elif isinstance(current, list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in current)
-    return deepest
 
 
 def _dotted(path: Any) -> str:

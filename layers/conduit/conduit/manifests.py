@@ -31,6 +31,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conduit import safe_json
 from conduit.errors import ConduitError
 from conduit.json_schemas import schema_problems
 from conduit.outbound import (
@@ -174,16 +175,9 @@ def _structure_problem(value: Any, max_depth: int) -> str | None:
     return None
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(content: bytes) -> Any:
     """Strict JSON (no NaN/Infinity); ValueError for anything else, too deep to parse included."""
-    try:
-        return json.loads(content.decode("utf-8-sig"), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+    return safe_json.loads(content)
 
 
 # --- tolerance (§11) -------------------------------------------------------------------------

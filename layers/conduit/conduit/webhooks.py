@@ -11,6 +11,7 @@ import hmac
 import json
 from typing import Any
 
+from conduit import safe_json
 from conduit.agents import hash_secret
 from conduit.errors import ConduitError
 from conduit.limits import require_feature
@@ -46,7 +47,7 @@ def _payload(body: str | None) -> Any:
     if body is None or not body.strip():
         return None
     try:
-        return json.loads(body)
+        return safe_json.loads(body)
     except ValueError:
         raise ConduitError("WEBHOOK_PAYLOAD_INVALID", "The body is not JSON") from None
 

@@ -4,7 +4,6 @@ and strict parsing of tool arguments."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -12,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from conduit import safe_json
 from conduit.errors import ConduitError
 from conduit.models import model_error
 from conduit.outbound import GuardedClient, OutboundError, OutboundResponse
@@ -89,7 +89,7 @@ def sse_events(lines: Iterable[str]) -> Iterator[str]:
 
 def parse_json_object(provider: str, text: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = safe_json.loads(text)
     except ValueError:
         raise model_error(provider, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
