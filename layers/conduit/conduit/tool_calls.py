@@ -42,6 +42,16 @@ def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
         raise ConduitError("VALIDATION_ERROR", f"Arguments of {tool['name']} do not match its schema", details=details)
 
 
+def _note_use(site: dict[str, Any]) -> None:
+    """Bookkeeping after a call never replaces its outcome: a site deleted while its tool ran has
+    nothing left to note (the call happened; its result or error stands)."""
+    try:
+        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+    except ConduitError as error:
+        if error.code != "NOT_FOUND":
+            raise
+
+
 def call_request(site: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> tuple[str, Any]:
     """URL and body of a call, by the call shape stored with the site (manifests.py, §11)."""
     shape, target = site["callShape"], site["callTarget"]
@@ -79,7 +89,7 @@ def call_tool(
             # The site rejected the token: refresh once, then retry once.
             response = send(refresh(site))
     finally:
-        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+        _note_use(site)
     if not 200 <= response.status < 300:
         raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} answered HTTP {response.status}")
     try:
