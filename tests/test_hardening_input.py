@@ -4,6 +4,7 @@ numbers are refused with a clear 4xx (or handled), change nothing, and never rea
 from __future__ import annotations
 
 import base64
+import re
 import json
 
 import pytest
@@ -178,3 +179,66 @@ def test_hostile_webhook_payloads_are_refused_and_start_nothing(client, admin):
     for body in (DEEP, DEEP_OBJECT, '{"n": NaN}', '{"n": ' + "9" * 5000 + "}"):
         assert_error(client.post(agent["webhook"]["url"], content=body, headers=secret), 422, "WEBHOOK_PAYLOAD_INVALID")
     assert client.get(f"/agents/{agent['id']}/runs", headers=headers).json()["items"] == []
+
+
+NON_STANDARD = [DEEP, DEEP_OBJECT, '{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": ' + "9" * 5000 + "}", "[" * 65 + "]" * 65]
+
+
+@pytest.mark.stack
+def test_every_route_of_the_openapi_document_answers_hostile_bodies_without_a_server_error(client):
+    """A sweep over every operation (schemathesis does not generate these): deep nesting and
+    non-standard numbers, signed in and not; never a 5xx, always the error body."""
+    _, headers = signed_up(client)
+    document = client.get("/openapi.json").json()
+    swept = 0
+    for path, operations in document["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            if method not in ("post", "put", "patch", "delete"):
+                continue
+            for body in NON_STANDARD:
+                for auth in ({}, headers):
+                    response = client.request(method, concrete, content=body, headers={"Content-Type": "application/json", **auth})
+                    assert response.status_code < 500, (method, path, body[:20], response.text)
+                    if response.status_code >= 400:
+                        assert {"error", "code", "statusCode"} <= set(response.json())
+            swept += 1
+    assert swept >= 20
+
+
+@pytest.mark.parametrize("answer", [DEEP.encode(), b'{"n": NaN}', b'{"n": ' + b"9" * 5000 + b"}"])
+def test_a_tool_result_too_deep_or_non_standard_is_a_tool_error(aws, answer):
+    from conduit import identity, vault
+    from conduit.repositories.accounts import AccountsRepository
+    from conduit.repositories.sites import SitesRepository
+    from conduit.tool_calls import call_tool
+
+    from .sites import TestSite, rest_manifest
+
+    account = AccountsRepository().get(identity.register("deep@example.com", "long password here", None).user.id)
+    site = TestSite(manifest=rest_manifest, routes={("POST", "/tools/posts.list"): lambda *_: (200, answer)})
+    try:
+        stored = SitesRepository().get_site(account.account_id, vault.add_site(account, site.origin, "t", None)["id"])
+        with pytest.raises(ConduitError) as raised:
+            call_tool(stored, "posts.list", {"q": "x"})
+        assert raised.value.code == "TOOL_EXECUTION_ERROR"
+    finally:
+        site.close()
+
+
+def test_a_manifest_too_deep_to_parse_is_manifest_invalid(aws):
+    from conduit import identity, vault
+    from conduit.repositories.accounts import AccountsRepository
+    from conduit.repositories.sites import SitesRepository
+
+    from .sites import TestSite
+
+    account = AccountsRepository().get(identity.register("deepm@example.com", "long password here", None).user.id)
+    site = TestSite(manifest=DEEP.encode())
+    try:
+        with pytest.raises(ConduitError) as raised:
+            vault.add_site(account, site.origin, "t", None)
+        assert raised.value.code == "MANIFEST_INVALID"
+        assert SitesRepository().all_sites(account.account_id) == []
+    finally:
+        site.close()
