@@ -223,7 +223,6 @@ class Gateway(ThreadingHTTPServer):
     # for the GIL) the queue fills; Linux then drops the handshake and the client retries after 1,
     # 3, 7 s: the 7-9 s stalls that turned a 4 s chat deadline into CHAT_TIMEOUT. Same as werkzeug's.
     request_queue_size = 128
-    request_queue_size = 128  # socketserver's 5 drops SYNs of a burst: kernel retries after 1, 3, 7 s
 
     def __init__(
         self, address: tuple[str, int], router: Router, gateway_responses: dict[str, GatewayResponse], quiet: bool
