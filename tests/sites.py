@@ -20,6 +20,10 @@ from typing import Any, Callable
 Handler = Callable[["TestSite", str, dict[str, str], bytes], tuple[Any, ...]]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops handshakes under load: 1-7 s retries (see shared/local/gateway.py)
+
+
 @dataclass
 class Recorded:
     method: str
@@ -78,7 +82,7 @@ class TestSite:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.server = _Server(("127.0.0.1", 0), RequestHandler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -188,3 +188,11 @@ def test_a_non_json_body_is_a_validation_error_not_a_500(client, content_type):
     )
     assert response.status_code == 400
     assert response.json()["details"] == [{"field": "Content-Type", "message": "must be application/json"}]
+
+
+def test_gateway_listen_backlog_does_not_drop_handshakes_under_load():
+    # socketserver's default backlog (5) let bursts overflow the accept queue; the kernel then
+    # drops the handshake and the client retries after 1, 3, 7 s: the 7-9 s stalls under load.
+    from shared.local.gateway import Gateway
+
+    assert Gateway.request_queue_size >= 128

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Header
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from conduit import admin
 from conduit.api import handler_for, make_resolver
@@ -17,8 +17,8 @@ app = make_resolver()
 
 
 class UserChange(StrictBody):
-    isAdmin: bool | None = None
-    disabled: bool | None = None
+    isAdmin: StrictBool | None = None
+    disabled: StrictBool | None = None
 
 
 class AccountChange(StrictBody):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from conduit import agents, runs
 from conduit.access import account_for
@@ -24,12 +24,12 @@ class AgentFields(StrictBody):
     description: str | None = Field(None, max_length=2000)
     model: str | None = Field(None, min_length=3, max_length=200)
     siteIds: list[str] | None = Field(None, max_length=100)
-    maxRounds: int | None = Field(None, ge=1, le=20)
+    maxRounds: StrictInt | None = Field(None, ge=1, le=20)
     triggerType: Trigger | None = None
     schedule: str | None = Field(None, min_length=1, max_length=256)
     timezone: str | None = Field(None, min_length=1, max_length=64)
     webhookSchema: dict[str, Any] | None = None
-    isActive: bool | None = None
+    isActive: StrictBool | None = None
 
 
 class NewAgent(AgentFields):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from conduit import chat, sessions
 from conduit.access import account_for
@@ -31,7 +31,7 @@ class NewSession(StrictBody):
     siteIds: list[str] | None = Field(None, max_length=100)
     toolAllowList: list[str] | None = Field(None, max_length=500)
     toolDenyList: list[str] | None = Field(None, max_length=500)
-    ttlSeconds: int = Field(86400, ge=1, le=604800)
+    ttlSeconds: StrictInt = Field(86400, ge=1, le=604800)
     systemPrompt: str | None = Field(None, max_length=32_000)  # the provider's system prompt (API.md §14)
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
@@ -40,7 +40,7 @@ class ChatRequest(StrictBody):
     sessionToken: str = SessionToken
     message: str = Field(min_length=1, max_length=32_000)
     model: str | None = Field(None, min_length=3, max_length=200)
-    stream: bool = False
+    stream: StrictBool = False
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 

@@ -221,6 +221,11 @@ def function_url_event(
 class Gateway(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5. Under load (clients, Function URL webhooks, the
+    # emulator's Lambda invokes and EventBridge events all come here, and the accept thread competes
+    # for the GIL) the queue fills; Linux then drops the handshake and the client retries after 1,
+    # 3, 7 s: the 7-9 s stalls that turned a 4 s chat deadline into CHAT_TIMEOUT. Same as werkzeug's.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], router: Router, gateway_responses: dict[str, GatewayResponse], quiet: bool

@@ -102,13 +102,12 @@ def check_schedule(expression: str, timezone: str | None) -> None:
 
 
 def check_webhook_schema(schema: Any) -> None:
-    import jsonschema  # only agents with a webhook schema pay for importing it
+    from conduit.json_schemas import schema_problems  # only agents with a webhook schema pay for jsonschema
 
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as error:
-        path = ".".join(str(part) for part in error.absolute_path)
-        raise validation_error(f"webhookSchema{'.' + path if path else ''}", f"is not a valid JSON Schema: {error.message}") from None
+    problems = schema_problems(schema)
+    if problems:
+        path, message = problems[0]
+        raise validation_error(f"webhookSchema{'.' + path if path else ''}", f"is not a valid JSON Schema: {message}")
 
 
 def check_sites(account: Account, site_ids: list[str] | None) -> None:

@@ -27,6 +27,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 
+from conduit import safe_json
 from conduit.auth import gate
 from conduit.errors import ConduitError
 from conduit.observability import logger, metrics, tracer
@@ -187,7 +188,8 @@ def make_resolver(kind: Literal["rest", "function_url"] = "rest") -> ApiGatewayR
     get_settings()
     get_tiers()
     resolver_class = ConduitRestResolver if kind == "rest" else ConduitFunctionUrlResolver
-    app = resolver_class(enable_validation=True)
+    # Bodies are parsed by safe_json (bounded nesting, no NaN): a refusal is 400 VALIDATION_ERROR, not a 500.
+    app = resolver_class(enable_validation=True, json_body_deserializer=safe_json.loads)
     _register_error_handlers(app)
     return app
 

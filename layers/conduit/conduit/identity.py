@@ -9,7 +9,7 @@ from typing import Any
 
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, utc_now
-from conduit.passwords import dummy_hash, hash_password, verify_password
+from conduit.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from conduit.repositories.accounts import Account, AccountsRepository
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
@@ -97,6 +97,9 @@ def login(email: str, password: str) -> Session:
     password_matches = verify_password(password, user.password_hash if user else dummy_hash())
     if user is None or not password_matches or user.disabled:
         raise ConduitError("UNAUTHORIZED", LOGIN_FAILED)
+    if needs_rehash(user.password_hash):
+        # Only while the hash is the one just verified: a password changed meanwhile stands.
+        UsersRepository().replace_password_hash(user.id, user.password_hash, hash_password(password))
     return _open_session(user)
 
 

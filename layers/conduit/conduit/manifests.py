@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conduit import safe_json
 from conduit.errors import ConduitError
+from conduit.json_schemas import schema_problems
 from conduit.outbound import (
     GuardedClient,
     OutboundError,
@@ -69,7 +70,6 @@ TOOL_NAME_PLACEHOLDER = "{tool_name}"
 OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"
 DEFAULT_CLIENT_ID = "conduit"
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
-_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 
 CallShape = Literal["rest", "named", "template"]
 AuthType = Literal["bearer", "oauth2", "none"]
@@ -175,16 +175,9 @@ def _structure_problem(value: Any, max_depth: int) -> str | None:
     return None
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(content: bytes) -> Any:
     """Strict JSON (no NaN/Infinity); ValueError for anything else, too deep to parse included."""
-    try:
-        return json.loads(content.decode("utf-8-sig"), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+    return safe_json.loads(content)
 
 
 # --- tolerance (§11) -------------------------------------------------------------------------
@@ -273,57 +266,12 @@ def _tool(raw: Any, field_prefix: str) -> tuple[Tool | None, list[dict[str, str]
 
 
 def _schema_problems(field_name: str, schema: dict[str, Any]) -> list[dict[str, str]]:
-    problems = [
-        _detail(field_name + "".join(f".{part}" for part in error.absolute_path), error.message)
-        for error in _META_VALIDATOR.iter_errors(schema)
-    ]
+    # Only references inside the schema itself are followed (json_schemas.py): nothing a manifest
+    # names is fetched except its call and OAuth URLs. A reference elsewhere leaves the tool out.
+    problems = [_detail(f"{field_name}.{path}" if path else field_name, message) for path, message in schema_problems(schema)]
     if not problems and schema.get("type", "object") != "object":
         problems.append(_detail(f"{field_name}.type", "must be \"object\": tools take named arguments"))
-    if not problems:
-        problems.extend(_detail(field_name, message) for message in _reference_problems(schema))
     return problems
-
-
-def _reference_problems(schema: dict[str, Any]) -> list[str]:
-    """Only references inside the schema itself are followed: nothing a manifest names is fetched
-    except its call and OAuth URLs. A reference that points elsewhere or nowhere leaves the tool out."""
-    problems: list[str] = []
-    stack: list[Any] = [schema]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, list):
-            stack.extend(current)
-            continue
-        if not isinstance(current, dict):
-            continue
-        for key in ("$ref", "$dynamicRef", "$id", "$anchor", "$dynamicAnchor"):
-            if key not in current:
-                continue
-            value = current[key]
-            if key == "$id" or key.endswith("Anchor"):
-                problems.append(f"{key} is not supported in tool schemas")
-            elif not isinstance(value, str) or not value.startswith("#") or _pointer(schema, value[1:]) is None:
-                problems.append(f"{key} {str(value)[:80]!r} does not point inside the schema")
-        stack.extend(current.values())
-    return sorted(set(problems))
-
-
-def _pointer(document: Any, pointer: str) -> Any:
-    """The value at a JSON Pointer (RFC 6901), or None."""
-    if pointer == "":
-        return document
-    if not pointer.startswith("/"):
-        return None
-    current = document
-    for part in pointer[1:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
 
 
 def _scopes(scopes: list[str] | dict[str, Any] | None) -> list[str]:

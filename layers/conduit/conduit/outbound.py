@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
-import json as jsonlib
 import socket
 import ssl
 import threading
@@ -45,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from conduit import safe_json
 from conduit.settings import get_settings
 
 USER_AGENT = "Conduit/1.0"
@@ -85,8 +85,8 @@ class OutboundResponse:
     url: str  # final URL after redirects, with the real host name
 
     def json(self) -> Any:
-        # Strict UTF-8 (a leading BOM tolerated): UnicodeDecodeError and JSONDecodeError are both ValueErrors.
-        return jsonlib.loads(self.content.decode("utf-8-sig"))
+        # Strict UTF-8 (a leading BOM tolerated), bounded nesting, no NaN: every refusal is a ValueError.
+        return safe_json.loads(self.content)
 
 
 # --- address policy ----------------------------------------------------------------------------

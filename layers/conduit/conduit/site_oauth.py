@@ -42,6 +42,7 @@ REFRESH_AHEAD_SECONDS = 60  # refresh a token that expires within this
 LOCK_LEASE_SECONDS = 30  # a crashed refresher blocks others for at most this
 WAIT_FOR_REFRESH_SECONDS = 10.0
 LEAST_SCOPE = "read"
+MAX_EXPIRES_IN_SECONDS = 366 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +241,19 @@ def exchange(token_url: str, form: dict[str, str], client: GuardedClient) -> Tok
     if not isinstance(access_token, str) or not access_token:
         raise TokenRefused("the token response has no access_token")
     refresh_token = body.get("refresh_token")
-    expires_in = body.get("expires_in")
     return TokenSet(
         access_token=access_token,
         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
-        expires_at=int(time.time()) + int(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else None,
+        expires_at=_expires_at(body.get("expires_in")),
     )
+
+
+def _expires_at(expires_in: Any) -> int | None:
+    """When the token expires; None (treated as long-lived, refreshed on a 401) for a missing or odd
+    value. A lifetime beyond a year is cut to a year: `1e300` must not cost the tokens just issued."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not expires_in > 0:
+        return None
+    return int(time.time()) + int(min(expires_in, MAX_EXPIRES_IN_SECONDS))
 
 
 # --- refresh ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from conduit import billing, credits, stripe_api
+from conduit import billing, credits, safe_json, stripe_api
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso
 from conduit.observability import logger
@@ -96,6 +96,7 @@ def verify(payload: str, signature: str | None) -> StripeEvent:
     if not secret:
         raise ConduitError("BILLING_UNAVAILABLE", "Stripe webhooks are not configured on this server (no signing secret)")
     try:
+        safe_json.loads(payload)  # the SDK's own json.loads would raise RecursionError on deep nesting
         stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError as error:
         # Missing, forged, for another secret, or older than the tolerance (a replay).
@@ -284,12 +285,16 @@ def _id_of(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+MAX_PAYMENT_CREDITS = 10_000_000  # the largest amount a purchase or top-up may ask for (functions/billing)
+
+
 def _positive_int(value: Any) -> int | None:
-    try:
-        number = int(str(value))
-    except ValueError:
+    # Plain ASCII digits only (not "1_000", "1e3", or 44 digits no DynamoDB number can hold).
+    text = str(value)
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         return None
-    return number if number > 0 else None
+    number = int(text)
+    return number if 0 < number <= MAX_PAYMENT_CREDITS else None
 
 
 def _at(event: StripeEvent) -> str:

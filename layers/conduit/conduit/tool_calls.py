@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from jsonschema import Draft202012Validator
 
 from conduit import mcp_sites
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
+from conduit.json_schemas import instance_problems
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
 from conduit.rate_limit import RateLimiter
@@ -43,13 +43,20 @@ def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
-    errors = sorted(Draft202012Validator(tool["inputSchema"]).iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    if errors:
-        details = [
-            {"field": ".".join(["arguments", *(str(part) for part in error.absolute_path)]), "message": error.message}
-            for error in errors
-        ]
+    problems = instance_problems(tool["inputSchema"], arguments, limit=50)
+    if problems:
+        details = [{"field": f"arguments.{path}" if path else "arguments", "message": message} for path, message in problems]
         raise ConduitError("VALIDATION_ERROR", f"Arguments of {tool['name']} do not match its schema", details=details)
+
+
+def _note_use(site: dict[str, Any]) -> None:
+    """Bookkeeping after a call never replaces its outcome: a site deleted while its tool ran has
+    nothing left to note (the call happened; its result or error stands)."""
+    try:
+        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+    except ConduitError as error:
+        if error.code != "NOT_FOUND":
+            raise
 
 
 def call_request(site: dict[str, Any], tool_name: str, arguments: dict[str, Any]) -> tuple[str, Any]:
@@ -91,7 +98,7 @@ def call_tool(
             # The site rejected the token: refresh once, then retry once.
             response = send(refresh(site))
     finally:
-        SitesRepository().update(site["accountId"], site["siteId"], {"lastUsedAt": iso(utc_now())})
+        _note_use(site)
     if not 200 <= response.status < 300:
         raise ConduitError("TOOL_EXECUTION_ERROR", f"{tool['name']} on {site['domain']} answered HTTP {response.status}")
     try:

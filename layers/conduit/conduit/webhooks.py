@@ -11,6 +11,7 @@ import hmac
 import json
 from typing import Any
 
+from conduit import safe_json
 from conduit.agents import hash_secret
 from conduit.errors import ConduitError
 from conduit.limits import require_feature
@@ -46,19 +47,15 @@ def _payload(body: str | None) -> Any:
     if body is None or not body.strip():
         return None
     try:
-        return json.loads(body)
+        return safe_json.loads(body)
     except ValueError:
         raise ConduitError("WEBHOOK_PAYLOAD_INVALID", "The body is not JSON") from None
 
 
 def _check_payload(schema: dict[str, Any], payload: Any) -> None:
-    import jsonschema  # only webhooks with a schema pay for importing it
+    from conduit.json_schemas import instance_problems  # only webhooks with a schema pay for jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(payload), key=lambda error: list(error.absolute_path))
-    if errors:
-        details = [
-            {"field": ".".join(["body", *(str(part) for part in error.absolute_path)]), "message": error.message}
-            for error in errors[:20]
-        ]
+    problems = instance_problems(schema, payload)
+    if problems:
+        details = [{"field": f"body.{path}" if path else "body", "message": message} for path, message in problems]
         raise ConduitError("WEBHOOK_PAYLOAD_INVALID", details=details)

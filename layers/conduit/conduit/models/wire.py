@@ -5,7 +5,6 @@ SSE line parsing, and strict parsing of tool arguments."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from conduit import safe_json
 from conduit.errors import ConduitError
 from conduit.models import model_error
 from conduit.outbound import GuardedClient, OutboundError, OutboundStream
@@ -200,7 +200,7 @@ def sse_events(lines: Iterable[str]) -> Iterator[str]:
 
 def parse_json_object(provider: str, text: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = safe_json.loads(text)
     except ValueError:
         raise model_error(provider, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from conduit import safe_json
 from conduit.errors import validation_error
 from conduit.settings import get_settings
 
@@ -55,20 +56,38 @@ def encode_cursor(last_item: dict[str, Any], key_attributes: tuple[str, ...]) ->
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *, partition_attribute: str, partition_value: str) -> dict[str, Any]:
-    """The ExclusiveStartKey of a cursor, refusing any cursor not made for this query."""
+MAX_CURSOR_LENGTH = 4096  # four key attributes of at most 1 KiB each, base64
+
+
+def decode_cursor(
+    cursor: str,
+    *,
+    partition_attribute: str,
+    partition_value: str,
+    key_attributes: tuple[str, ...] = ("PK", "SK"),
+    sort_attribute: str | None = None,
+    sort_prefix: str | None = None,
+) -> dict[str, Any]:
+    """The ExclusiveStartKey of a cursor, refusing any cursor not made for this query: exactly the
+    query's key attributes, all non-empty strings, in its partition and sort-key range (DynamoDB
+    answers anything else with a ValidationException, which would be a 500)."""
+    refused = validation_error("cursor", "is not a cursor returned by this list")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise refused
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        plain = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        plain = safe_json.loads(base64.urlsafe_b64decode(padded.encode("ascii")), max_depth=1)
     except (binascii.Error, ValueError, UnicodeError):
-        raise validation_error("cursor", "is not a cursor returned by this list") from None
+        raise refused from None
     valid = (
         isinstance(plain, dict)
+        and set(plain) == set(key_attributes)
+        and all(isinstance(value, str) and value for value in plain.values())
         and plain.get(partition_attribute) == partition_value
-        and all(name in KEY_ATTRIBUTES and isinstance(value, str) for name, value in plain.items())
+        and (sort_attribute is None or not sort_prefix or plain[sort_attribute].startswith(sort_prefix))
     )
     if not valid:
-        raise validation_error("cursor", "is not a cursor returned by this list")
+        raise refused
     return {name: {"S": value} for name, value in plain.items()}
 
 
@@ -180,12 +199,19 @@ class Repository:
         }
         if index:
             request["IndexName"] = index
+        key_attributes = ("PK", "SK", "GSI1PK", "GSI1SK") if index else ("PK", "SK")
         if cursor:
-            request["ExclusiveStartKey"] = decode_cursor(cursor, partition_attribute=pk_name, partition_value=pk)
+            request["ExclusiveStartKey"] = decode_cursor(
+                cursor,
+                partition_attribute=pk_name,
+                partition_value=pk,
+                key_attributes=key_attributes,
+                sort_attribute=sk_name,
+                sort_prefix=sk_prefix,
+            )
         items = [from_item(item) for item in self.client.query(**request).get("Items", [])]
         if len(items) <= limit:
             return Page(items=items)
-        key_attributes = ("PK", "SK", "GSI1PK", "GSI1SK") if index else ("PK", "SK")
         return Page(items=items[:limit], next_cursor=encode_cursor(items[limit - 1], key_attributes))
 
 

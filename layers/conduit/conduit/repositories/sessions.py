@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.repositories.base import Page, Repository, to_item, write_transaction
+from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item, write_transaction
 
 MESSAGE_PREFIX = "MSG#"
 ABORT_PREFIX = "ABORT#"
@@ -60,7 +60,10 @@ class SessionsRepository(Repository):
         for message in messages:
             item = {"PK": session_pk(token), "SK": f"{MESSAGE_PREFIX}{message['createdAt']}#{message['seq']}", "expiresAt": session["expiresAt"], **message}
             items.append({"Put": {"TableName": self.table_name, "Item": to_item(item)}})
-        write_transaction(self.client, items)
+        try:
+            write_transaction(self.client, items)
+        except ConditionsFailed:  # only the session check has a condition: it was deleted meanwhile
+            raise ConduitError("SESSION_NOT_FOUND") from None
 
     def record_abort(self, session: dict[str, Any], record: dict[str, Any]) -> None:
         """An exchange whose client left mid-stream (STREAM_ABORTED); never read as a message."""

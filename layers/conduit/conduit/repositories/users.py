@@ -217,6 +217,20 @@ class UsersRepository(Repository):
         return LoginSession.from_item(item) if item else None
 
     # --- changes to the user ------------------------------------------------------
+    def replace_password_hash(self, user_id: str, old: str, new: str) -> bool:
+        """Store a rehashed password only if the stored hash is still `old`; False if it changed."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_user_key(user_id),
+                UpdateExpression="SET passwordHash = :new",
+                ConditionExpression="passwordHash = :old",
+                ExpressionAttributeValues=to_item({":new": new, ":old": old}),
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def update_user(self, user_id: str, *, increment_token_version: bool = False, **values: Any) -> User:
         """Set attributes (and/or bump tokenVersion, which revokes every login) of an existing user."""
         names, expression_values, assignments = {}, {}, []

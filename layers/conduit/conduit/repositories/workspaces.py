@@ -7,7 +7,7 @@ same transaction that adds or removes them. GSI1 finds a user's workspaces.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from conduit.errors import ConduitError
 from conduit.limits import create_counted, delete_counted
@@ -101,10 +101,13 @@ class WorkspacesRepository(Repository):
         except ConditionsFailed:
             self._raise_member_problem(workspace_id, user_id)
 
-    def _raise_member_problem(self, workspace_id: str, user_id: str) -> None:
-        """Why a conditional change of a member failed: not a member, or the owner."""
-        self.get_member(workspace_id, user_id)  # MEMBER_NOT_FOUND
-        raise ConduitError("ROLE_CHANGE_FORBIDDEN", "The workspace owner's role cannot be changed or removed")
+    def _raise_member_problem(self, workspace_id: str, user_id: str) -> NoReturn:
+        """Why a conditional change of a member failed (the member was missing or the owner), read
+        after the fact. The owner never changes, so an owner now was the owner then; anyone else
+        was missing at the write, even if re-added since (a race of add and remove)."""
+        if self.get_member(workspace_id, user_id)["role"] == "owner":  # MEMBER_NOT_FOUND if still missing
+            raise ConduitError("ROLE_CHANGE_FORBIDDEN", "The workspace owner's role cannot be changed or removed")
+        raise ConduitError("MEMBER_NOT_FOUND")
 
     def members(self, workspace_id: str) -> list[dict[str, Any]]:
         return self.query_all(account_pk(workspace_id), sk_prefix=MEMBER_PREFIX)
