@@ -201,6 +201,7 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     assert [step["type"] for step in run["steps"]] == ["model", "tool", "model"]
     tool_step = run["steps"][1]
     assert (tool_step["tool"], tool_step["arguments"], tool_step["status"]) == (search, {"q": "cats"}, "ok")
+    assert tool_step["result"] == {"hits": ["cats"]}  # as chat's tool_result shows it
     assert run["creditsUsed"] == 3 and run["endedAt"] and run["error"] is None
     # The site received the original tool name, the arguments and the vault's token.
     (call,) = [r for r in site.requests if r.path == "/tools/search"]
@@ -210,6 +211,27 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     listed = get(client, user, f"/agents/{agent['id']}/runs")
     assert [item["id"] for item in listed["items"]] == [run["id"]]
     assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
+
+
+def test_bad_arguments_are_not_charged_and_a_large_result_is_bounded_in_its_step(client, user):
+    tools = [tool("search", q={"type": "string", "minLength": 1}), tool("big")]
+    routes = {("POST", "/tools/big"): lambda s, p, h, b: (200, {"text": "x" * 10_000})}
+    test_site = TestSite(manifest=lambda s: rest_manifest(s, tools=tools), routes=routes)
+    try:
+        names = connect(client, user, test_site)
+        agent = create_agent(client, user, systemPrompt=f'call {names["search"]} {{"q": ""}}\ncall {names["big"]} {{}}')
+        run = wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])
+    finally:
+        test_site.close()
+    assert run["status"] == "succeeded", run
+    assert [step["type"] for step in run["steps"]] == ["model", "tool", "model", "tool", "model"]
+    refused, big = run["steps"][1], run["steps"][3]
+    assert (refused["status"], refused["credits"], refused["result"]["code"]) == ("error", 0, "VALIDATION_ERROR")
+    assert not [r for r in test_site.requests if r.path == "/tools/search"]
+    assert (big["status"], big["credits"]) == ("ok", 1)
+    assert set(big["result"]) == {"truncated"} and len(big["result"]["truncated"]) == 4096
+    assert big["result"]["truncated"].startswith('{"text":"xxx')
+    assert run["creditsUsed"] == 4  # three model turns (local:echo: one call each) and the one call that reached the site
 
 
 def test_the_model_sees_the_prompt_and_the_input(client, user):

@@ -60,3 +60,21 @@ def test_a_port_in_use_is_one_clear_line():
     assert process.returncode == 1
     assert err.strip() == f"error: port {port} is already in use; stop what uses it or run with another, e.g. PORT={port + 1} make dev"
     assert "Traceback" not in err
+
+
+def test_expected_run_endings_are_one_line_and_faults_a_traceback():
+    import io
+
+    from conduit.run_steps import StepFailed, TransientStepError
+    from shared.local.workers import report_error
+
+    for error in (StepFailed('{"code":"RUN_ENDED","message":"The run has already ended"}'), TransientStepError('{"code":"SITE_UNAVAILABLE"}')):
+        stream = io.StringIO()
+        report_error("RunStepsFunction", error, stream)
+        assert stream.getvalue() == f"RunStepsFunction: {type(error).__name__}: {error}\n"
+    try:
+        raise ValueError("a bug")
+    except ValueError as error:
+        stream = io.StringIO()
+        report_error("RunStepsFunction", error, stream)
+    assert stream.getvalue().startswith("Traceback (most recent call last):") and "ValueError: a bug" in stream.getvalue()

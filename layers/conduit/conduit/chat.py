@@ -37,7 +37,7 @@ from conduit.sessions import find_session, tool_allowed
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
 from conduit.tiers import get_tiers
-from conduit.tool_calls import call_tool
+from conduit.tool_calls import call_tool, check_arguments, find_tool
 
 HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
 DEFAULT_MAX_ROUNDS = 5
@@ -121,6 +121,8 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
         return result
     try:
+        # Arguments failing the schema never reach the site, so they are neither counted nor charged.
+        check_arguments(find_tool(tool.site, call.name), call.arguments)
         limits = get_tiers()
         RateLimiter().hit(
             "outgoing",

@@ -33,20 +33,25 @@ from conduit.repositories.runs import RUNNING, RunsRepository, message_sk, step_
 from conduit.runs import ENDING_ERRORS, EXECUTION_ENDINGS, end_run, start_run
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
-from conduit.tool_calls import call_tool
+from conduit.tool_calls import call_tool, check_arguments, find_tool
 
 HISTORY_MESSAGES = 20  # as in chat: the model sees at most this many messages
 TOOL_TIMEOUT_SECONDS = 30.0
 STORED_RESULT_CHARS = 64 * 1024  # a DynamoDB item holds 400 KB; the model sees at most this much of a result
+STEP_RESULT_CHARS = 4 * 1024  # what a tool step shows of its result (GET /runs/{id}); the run's reader needs a glimpse, not the page
 TRANSIENT_CODES = frozenset({"SITE_UNAVAILABLE", "MODEL_ERROR", "CHAT_TIMEOUT"})
 
 
 class TransientStepError(Exception):
     """The step may succeed if retried."""
 
+    expected = True  # an outcome the state machine handles (Retry), not a fault: logged in one line
+
 
 class StepFailed(Exception):
     """The run cannot go on; the message is the error recorded on the run."""
+
+    expected = True  # handled by the state machine's Catch (a cancelled or ended run included)
 
 
 def _failure(error: ConduitError) -> Exception:
@@ -200,6 +205,8 @@ def tool_call(run_ids: dict[str, str], round_number: int, call_index: int, step_
         except ConduitError as limited:
             return {"waitSeconds": int(limited.headers.get("Retry-After", "1"))}
         try:
+            # Arguments failing the schema never reach the site, so they are not charged either.
+            check_arguments(find_tool(tool.site, call["name"]), call["arguments"])
             credits.spend(
                 run["accountId"],
                 limits.costs.tool_call,
@@ -214,6 +221,7 @@ def tool_call(run_ids: dict[str, str], round_number: int, call_index: int, step_
             if error.code != "VALIDATION_ERROR":
                 raise _failure(error) from None
             result, status = compact(error.body()), "error"  # arguments failing the schema go back to the model
+    step["resultJson"] = result if len(result) <= STEP_RESULT_CHARS else compact({"truncated": result[:STEP_RESULT_CHARS]})
     if len(result) > STORED_RESULT_CHARS:
         result = result[:STORED_RESULT_CHARS] + "…(truncated)"
     runs.put_message(
