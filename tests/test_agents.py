@@ -420,6 +420,7 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     agent = create_agent(client, pro_user, triggerType="webhook", webhookSchema=schema)
     url, secret = agent["webhook"]["url"], agent["webhook"]["secret"]
     assert url.startswith(f"{local_stack.url}/webhooks/") and url.endswith(agent["id"]) and secret
+    assert secret.startswith("cwh_") and len(secret) == 4 + 43  # our own prefix, not Stripe's whsec_
     assert "secret" not in get(client, pro_user, f"/agents/{agent['id']}")["webhook"]
     assert_error(client.post(url, json={"order": 1}), 401, "WEBHOOK_SECRET_INVALID")
     assert_error(client.post(url, json={"order": 1}, headers={"X-Webhook-Secret": secret + "x"}), 401, "WEBHOOK_SECRET_INVALID")
@@ -437,6 +438,21 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     assert rotated["url"] == url and rotated["secret"] != secret
     assert_error(client.post(url, json={"order": 8}, headers={"X-Webhook-Secret": secret}), 401, "WEBHOOK_SECRET_INVALID")
     assert client.post(url, json={"order": 8}, headers={"X-Webhook-Secret": rotated["secret"]}).status_code == 202
+
+
+def test_an_older_whsec_secret_still_verifies(client, pro_user, local_stack):
+    """Secrets made before the cwh_ prefix are stored as their hash like any other: they keep working."""
+    from conduit.agents import hash_secret
+
+    agent = create_agent(client, pro_user, triggerType="webhook")
+    old = "whsec_" + "a" * 43
+    local_stack.emulator.client("dynamodb").update_item(
+        TableName="ConduitTable",
+        Key={"PK": {"S": f"AGENT#{agent['id']}"}, "SK": {"S": "AGENT"}},
+        UpdateExpression="SET webhookSecretHash = :h",
+        ExpressionAttributeValues={":h": {"S": hash_secret(old)}},
+    )
+    assert client.post(agent["webhook"]["url"], json={}, headers={"X-Webhook-Secret": old}).status_code == 202
 
 
 def test_an_invalid_webhook_schema_is_refused_at_create(client, pro_user):
