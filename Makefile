@@ -37,8 +37,11 @@ $(VENV)/.installed: requirements-dev.txt layers/conduit/requirements.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
+# exec: the server replaces the recipe shell, so the SIGTERM make forwards reaches it directly.
+# GNU make does not forward a SIGINT sent to make alone (Ctrl-C signals the whole process group,
+# which works); send SIGTERM to make, or SIGINT/SIGTERM to the server's pid (in its banner).
 dev: $(VENV)/.installed
-	PORT=$(PORT) $(PY) -m shared.local
+	PORT=$(PORT) exec $(PY) -m shared.local
 
 # The suite lints the template too (tests/test_template.py), with the lint virtualenv.
 test: $(VENV)/.installed $(LINT_VENV)/.installed tests/npm/node_modules/.installed

@@ -201,6 +201,7 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     assert [step["type"] for step in run["steps"]] == ["model", "tool", "model"]
     tool_step = run["steps"][1]
     assert (tool_step["tool"], tool_step["arguments"], tool_step["status"]) == (search, {"q": "cats"}, "ok")
+    assert tool_step["result"] == {"hits": ["cats"]}  # as chat's tool_result shows it
     assert run["creditsUsed"] == 3 and run["endedAt"] and run["error"] is None
     # The site received the original tool name, the arguments and the vault's token.
     (call,) = [r for r in site.requests if r.path == "/tools/search"]
@@ -211,13 +212,35 @@ def test_a_run_calls_a_tool_and_succeeds(client, user, site):
     assert get(client, user, f"/agents/{agent['id']}")["activeRunId"] is None
 
 
+def test_bad_arguments_are_not_charged_and_a_large_result_is_bounded_in_its_step(client, user):
+    tools = [tool("search", q={"type": "string", "minLength": 1}), tool("big")]
+    routes = {("POST", "/tools/big"): lambda s, p, h, b: (200, {"text": "x" * 10_000})}
+    test_site = TestSite(manifest=lambda s: rest_manifest(s, tools=tools), routes=routes)
+    try:
+        names = connect(client, user, test_site)
+        agent = create_agent(client, user, systemPrompt=f'call {names["search"]} {{"q": ""}}\ncall {names["big"]} {{}}')
+        run = wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])
+    finally:
+        test_site.close()
+    assert run["status"] == "succeeded", run
+    assert [step["type"] for step in run["steps"]] == ["model", "tool", "model", "tool", "model"]
+    refused, big = run["steps"][1], run["steps"][3]
+    assert (refused["status"], refused["credits"], refused["result"]["code"]) == ("error", 0, "VALIDATION_ERROR")
+    assert not [r for r in test_site.requests if r.path == "/tools/search"]
+    assert (big["status"], big["credits"]) == ("ok", 1)
+    assert set(big["result"]) == {"truncated"} and len(big["result"]["truncated"]) == 4096
+    assert big["result"]["truncated"].startswith('{"text":"xxx')
+    assert run["creditsUsed"] == 4  # three model turns (local:echo: one call each) and the one call that reached the site
+
+
 def test_the_model_sees_the_input_as_the_message_and_the_prompt_as_the_system_prompt(client, user):
     # API.md §8 (v2): the user message is the run input as compact JSON, `null` when none; the prompt
     # goes as the system prompt (echo answers the message; tests/test_chat.py shows the system channel).
     agent = create_agent(client, user, systemPrompt="Summarise")
     run = wait_for_run(client, user, start(client, user, agent["id"], input={"b": [1, 2]}).json()["id"])
     assert run["output"] == 'echo: {"b":[1,2]}'
-    assert run["steps"][0]["finishReason"] == "stop" and run["steps"][0]["usage"] == {"inputTokens": 0, "outputTokens": 0}
+    # local:echo's usage: a token is 4 characters of what it read ("Summarise" and the input) and wrote.
+    assert run["steps"][0]["finishReason"] == "stop" and run["steps"][0]["usage"] == {"inputTokens": 5, "outputTokens": 5}
     no_input = wait_for_run(client, user, start(client, user, agent["id"]).json()["id"])
     assert no_input["output"] == "echo: null"
 
@@ -400,6 +423,7 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     agent = create_agent(client, pro_user, triggerType="webhook", webhookSchema=schema)
     url, secret = agent["webhook"]["url"], agent["webhook"]["secret"]
     assert url.startswith(f"{local_stack.url}/webhooks/") and url.endswith(agent["id"]) and secret
+    assert secret.startswith("cwh_") and len(secret) == 4 + 43  # our own prefix, not Stripe's whsec_
     assert "secret" not in get(client, pro_user, f"/agents/{agent['id']}")["webhook"]
     assert_error(client.post(url, json={"order": 1}), 401, "WEBHOOK_SECRET_INVALID")
     assert_error(client.post(url, json={"order": 1}, headers={"X-Webhook-Secret": secret + "x"}), 401, "WEBHOOK_SECRET_INVALID")
@@ -417,6 +441,21 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
     assert rotated["url"] == url and rotated["secret"] != secret
     assert_error(client.post(url, json={"order": 8}, headers={"X-Webhook-Secret": secret}), 401, "WEBHOOK_SECRET_INVALID")
     assert client.post(url, json={"order": 8}, headers={"X-Webhook-Secret": rotated["secret"]}).status_code == 202
+
+
+def test_an_older_whsec_secret_still_verifies(client, pro_user, local_stack):
+    """Secrets made before the cwh_ prefix are stored as their hash like any other: they keep working."""
+    from conduit.agents import hash_secret
+
+    agent = create_agent(client, pro_user, triggerType="webhook")
+    old = "whsec_" + "a" * 43
+    local_stack.emulator.client("dynamodb").update_item(
+        TableName="ConduitTable",
+        Key={"PK": {"S": f"AGENT#{agent['id']}"}, "SK": {"S": "AGENT"}},
+        UpdateExpression="SET webhookSecretHash = :h",
+        ExpressionAttributeValues={":h": {"S": hash_secret(old)}},
+    )
+    assert client.post(agent["webhook"]["url"], json={}, headers={"X-Webhook-Secret": old}).status_code == 202
 
 
 def test_an_invalid_webhook_schema_is_refused_at_create(client, pro_user):

@@ -163,6 +163,9 @@ def test_invented_tools_and_bad_arguments_go_back_to_the_model(client, user, sit
     statuses = [(call["tool"], call["status"]) for call in response.json()["toolCalls"]]
     assert statuses == [("nowhere_tool", "error"), (name, "error")]
     assert not [r for r in site.requests if r.path == "/tools/search"]  # nothing left for the site
+    # Neither call reached a site, so neither is charged: only the three model turns are
+    # (local:echo makes one call per turn, then answers).
+    assert response.json()["creditsUsed"] == 3
 
 
 def test_allow_and_deny_lists(client, user, site):

@@ -196,6 +196,8 @@ def test_features_need_the_tier():
     with pytest.raises(ConduitError) as raised:
         require_feature(TIERS.tier("free"), "webhooks")
     assert raised.value.code == "TIER_REQUIRED"
+    # The message names the feature, the caller's tier and the tiers that have it.
+    assert raised.value.message == "The webhooks feature is not in the free tier; it is in: pro, harness, team"
     with pytest.raises(ConduitError) as raised:
         require_feature(TIERS.tier("harness"), "workspaces")
     assert raised.value.code == "WORKSPACE_REQUIRED"  # API.md §10: a workspace needs the Team plan

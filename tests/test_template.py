@@ -97,7 +97,19 @@ def test_table_keys_are_what_the_repositories_use(template):
 def test_gateway_answers_unknown_routes_with_the_error_body(template):
     response = template.gateway_responses()["MISSING_AUTHENTICATION_TOKEN"]
     assert response.status == 404
-    assert response.body == '{"error":"Route not found","code":"NOT_FOUND","statusCode":404}'
+    assert response.body == '{"error": "Route not found", "code": "NOT_FOUND", "statusCode": 404}'
+
+
+def test_every_gateway_response_is_formatted_as_the_functions_format_their_errors(template):
+    """Byte for byte what error_response writes (json.dumps), so a client sees one format."""
+    import json
+
+    from conduit.api import error_response
+    from conduit.errors import ConduitError
+
+    assert error_response(ConduitError("NOT_FOUND", "Route not found")).body == template.gateway_responses()["MISSING_AUTHENTICATION_TOKEN"].body
+    for name, response in template.gateway_responses().items():
+        assert response.body == json.dumps(json.loads(response.body)), name
 
 
 def test_samconfig_has_dev_and_prod():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -15,10 +16,28 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> int:
     port = int(os.environ.get("PORT", "3000"))
-    stack = LocalStack(port=port).start()
-    # SIGTERM (e.g. from a process manager) stops as cleanly as Ctrl-C.
+    # SIGINT and SIGTERM (a process manager, `kill`) stop as cleanly as Ctrl-C, even when
+    # the parent (make) ignored SIGINT for its children.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"Conduit local stack on {stack.url}  (docs: {stack.url}/docs; Ctrl-C stops)", flush=True)
+    stack = LocalStack(port=port)
+    try:
+        stack.start()
+    except OSError as error:
+        stack.stop()
+        if error.errno == errno.EADDRINUSE:
+            print(f"error: port {port} is already in use; stop what uses it or run with another, e.g. PORT={port + 1} make dev", file=sys.stderr, flush=True)
+        else:
+            print(f"error: the local stack could not start: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        stack.stop()
+        return 130
+    print(
+        f"Conduit local stack on {stack.url}  (docs: {stack.url}/docs; Ctrl-C stops; pid {os.getpid()})\n"
+        "State (users, sites, agents, runs) is in memory: it is lost when the stack stops.",
+        flush=True,
+    )
     try:
         stack.serve_forever()
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.local.emulator import FAKE_CREDENTIALS, Emulator
 from shared.local.gateway import Gateway, Router
+from shared.local.scheduler import Scheduler
 from shared.local.template import TEMPLATE_PATH, Template
 from shared.local.workers import FunctionPool
 
@@ -57,6 +58,7 @@ class LocalStack:
         self.pools: list[FunctionPool] = []
         self.gateway: Gateway | None = None
         self._thread: threading.Thread | None = None
+        self.scheduler: Scheduler | None = None
 
     @property
     def url(self) -> str:
@@ -79,7 +81,20 @@ class LocalStack:
             with ThreadPoolExecutor(max_workers=4) as executor:
                 list(executor.map(FunctionPool.warm, self.pools))
         self.gateway.router = Router(self.pools)
+        # EventBridge Scheduler's clock: moto keeps the schedules, this fires them.
+        self.scheduler = Scheduler(lambda: self.emulator.client("scheduler"), self._invoke_async).start()
         return self
+
+    def _invoke_async(self, function: str, payload: str) -> None:
+        """An Event invoke through the stack's Lambda API, as Scheduler invokes its target."""
+        import httpx
+
+        httpx.post(
+            f"{self.url}/2015-03-31/functions/{function}/invocations",
+            content=payload.encode(),
+            headers={"X-Amz-Invocation-Type": "Event"},
+            timeout=30,
+        )
 
     def serve_forever(self) -> None:
         assert self.gateway is not None
@@ -91,6 +106,8 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.gateway is not None:
             if self._thread is not None:
                 self.gateway.shutdown()

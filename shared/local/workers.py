@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, FunctionSpec
 
@@ -122,6 +122,16 @@ class _PipeResponseStream:
         return kind == "ack" and bool(delivered)
 
 
+def report_error(function: str, error: BaseException, stream: TextIO | None = None) -> None:
+    """A function's error on stderr: one line for an expected ending (an exception class with
+    `expected = True`, e.g. a step of a cancelled run), the traceback for anything else."""
+    stream = stream or sys.stderr
+    if getattr(error, "expected", False):
+        print(f"{function}: {type(error).__name__}: {error}", file=stream, flush=True)
+    else:
+        traceback.print_exception(error, file=stream)
+
+
 def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
     os.environ.update(environment)
     try:
@@ -144,7 +154,7 @@ def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[s
             streamed = context.response_stream is not None and context.response_stream.started
             connection.send(("streamed", None) if streamed else ("ok", result))
         except Exception as error:  # Lambda reports an unhandled error; so do we
-            traceback.print_exc()
+            report_error(spec.logical_id, error)
             connection.send(("error", {"errorType": type(error).__name__, "errorMessage": str(error)}))
 
 

@@ -81,7 +81,8 @@ def hash_secret(secret: str) -> str:
 
 
 def new_webhook_secret() -> tuple[str, str]:
-    secret = f"whsec_{secrets.token_urlsafe(32)}"
+    # cwh_ ("Conduit webhook"), not Stripe's whsec_; secrets are stored hashed, so older whsec_ ones still verify.
+    secret = f"cwh_{secrets.token_urlsafe(32)}"
     return secret, hash_secret(secret)
 
 

@@ -16,7 +16,7 @@ from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed, write_transaction
 from conduit.repositories.base import to_item
 from conduit.settings import get_settings
-from conduit.tiers import Tier
+from conduit.tiers import Tier, get_tiers
 
 # Counter name → the code for "over the limit" (API.md §4); others → FEATURE_LIMIT_REACHED.
 LIMIT_CODES = {
@@ -35,7 +35,19 @@ def limit_code(name: str) -> str:
 def require_feature(tier: Tier, feature: str) -> None:
     """TIER_REQUIRED (WORKSPACE_REQUIRED for workspaces) unless the tier includes `feature`."""
     if not tier.allows(feature):
-        raise ConduitError(FEATURE_CODES.get(feature, "TIER_REQUIRED"))
+        code = FEATURE_CODES.get(feature, "TIER_REQUIRED")
+        if code != "TIER_REQUIRED":
+            raise ConduitError(code)
+        tiers = get_tiers().tiers
+        having = [name for name, candidate in tiers.items() if candidate.allows(feature)]
+        raise ConduitError(
+            code,
+            f"The {feature} feature is not in the {tier_name(tier, tiers)} tier; it is in: {', '.join(having) or 'no tier'}",
+        )
+
+
+def tier_name(tier: Tier, tiers: dict[str, Tier]) -> str:
+    return next((name for name, candidate in tiers.items() if candidate == tier), "current")
 
 
 def count_up_item(account_id: str, name: str, maximum: int | None, *, table: str | None = None) -> dict[str, Any]:

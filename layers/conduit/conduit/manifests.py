@@ -21,7 +21,6 @@ thousands of tools) end the same way, never in a fault.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import time

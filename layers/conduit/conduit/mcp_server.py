@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from conduit import safe_json
 from conduit import credits
 from conduit.access import account_for
 from conduit.auth import Caller
@@ -225,8 +226,8 @@ def _run_agent(account: Account, agent: dict[str, Any], run_input: Any) -> dict[
 def handle(body: str | None, headers: dict[str, str], caller: Caller) -> Answer:
     """One POST to /mcp: a single JSON-RPC request or notification."""
     try:
-        message = json.loads(body or "")
-    except (ValueError, RecursionError):
+        message = safe_json.loads(body or "")
+    except ValueError:
         return Answer(400, error_message(None, PARSE_ERROR, "Parse error: the body is not JSON"))
     if isinstance(message, list):
         return Answer(400, error_message(None, INVALID_REQUEST, "Batch requests are not supported: send one JSON-RPC message per POST"))

@@ -36,15 +36,20 @@ from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # as in chat: the model sees at most this many messages
 STORED_RESULT_CHARS = 64 * 1024  # a DynamoDB item holds 400 KB; the model sees at most this much of a result
+STEP_RESULT_CHARS = 4 * 1024  # what a tool step shows of its result (GET /runs/{id}); the run's reader needs a glimpse, not the page
 TRANSIENT_CODES = frozenset({"SITE_UNAVAILABLE", "MODEL_ERROR", "CHAT_TIMEOUT"})
 
 
 class TransientStepError(Exception):
     """The step may succeed if retried."""
 
+    expected = True  # an outcome the state machine handles (Retry), not a fault: logged in one line
+
 
 class StepFailed(Exception):
     """The run cannot go on; the message is the error recorded on the run."""
+
+    expected = True  # handled by the state machine's Catch (a cancelled or ended run included)
 
 
 def _failure(error: ConduitError) -> Exception:
@@ -212,6 +217,7 @@ def tool_call(run_ids: dict[str, str], round_number: int, call_index: int, step_
             if error.code != "VALIDATION_ERROR":
                 raise _failure(error) from None
             result, status = compact(error.body()), "error"  # arguments failing the schema go back to the model
+    step["resultJson"] = result if len(result) <= STEP_RESULT_CHARS else compact({"truncated": result[:STEP_RESULT_CHARS]})
     if len(result) > STORED_RESULT_CHARS:
         result = result[:STORED_RESULT_CHARS] + "…(truncated)"
     runs.put_message(

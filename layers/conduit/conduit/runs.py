@@ -58,9 +58,11 @@ def execution_arn(run_id: str) -> str:
 
 # --- views --------------------------------------------------------------------------
 def step_view(step: dict[str, Any]) -> dict[str, Any]:
-    view = {key: value for key, value in step.items() if key not in ("PK", "SK", "argumentsJson")}
+    view = {key: value for key, value in step.items() if key not in ("PK", "SK", "argumentsJson", "resultJson")}
     if "argumentsJson" in step:
         view["arguments"] = json.loads(step["argumentsJson"])
+    if "resultJson" in step:  # a tool's result as chat's tool_result has it; over 4 KiB: {"truncated": "<first 4 KiB>"}
+        view["result"] = json.loads(step["resultJson"])
     for key in ("round", "credits", "durationMs", "callIndex"):
         if key in view:
             view[key] = int(view[key])

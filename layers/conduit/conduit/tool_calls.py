@@ -135,7 +135,9 @@ def run_site_tool(
 ) -> Any:
     """One paid tool call, the same from chat, agent runs and /mcp: OUTGOING_RATE_LIMITED at the
     per-domain limit (nothing charged), then `charge(cost of a tool call)`, then the call, bounded by
-    `remaining()` seconds (asked after the charge) and the 30 s cap."""
+    `remaining()` seconds (asked after the charge) and the 30 s cap. Arguments failing the tool's
+    schema never reach the site, so they are refused (VALIDATION_ERROR) before being counted or charged."""
+    check_arguments(find_tool(site, name), arguments)
     limits = get_tiers()
     RateLimiter().hit(
         "outgoing",

@@ -18,6 +18,7 @@ import json
 import re
 import time
 
+from conduit import safe_json
 from conduit.errors import ConduitError
 from conduit.models import Message, ModelTurn, TextSink, ToolCall, ToolSpec, Usage
 
@@ -31,7 +32,7 @@ def planned_calls(message: str) -> list[tuple[str, dict]]:
         match = _CALL_LINE.match(line)
         if match:
             try:
-                arguments = json.loads(match.group(2))
+                arguments = safe_json.loads(match.group(2))
             except ValueError:
                 continue  # not a call line: a line that only looks like one
             if isinstance(arguments, dict):

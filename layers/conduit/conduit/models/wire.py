@@ -70,7 +70,7 @@ def post_json(provider: str, url: str, headers: dict[str, str], body: dict[str, 
     with model_response(provider, url, headers, body, deadline=deadline) as response:
         content = response.read()
     try:
-        return json.loads(content.decode("utf-8-sig"))
+        return safe_json.loads(content)
     except ValueError:
         raise model_error(provider, "the response is not JSON") from None
 
@@ -158,7 +158,7 @@ def _status_detail(status: int, content: bytes) -> str:
     code (OpenAI's `code`, else the `type`: Anthropic's `overloaded_error`) is kept.
     """
     try:
-        error = json.loads(content.decode("utf-8-sig")).get("error")
+        error = safe_json.loads(content).get("error")
     except (ValueError, AttributeError):
         error = None
     kind = error_code(error)

@@ -1,0 +1,80 @@
+"""`python -m shared.local` (what `make dev` execs): stops cleanly on SIGINT and SIGTERM, and a
+port in use is one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.local"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_stops_cleanly_on_a_signal(signum):
+    process = start(free_port())
+    try:
+        banner = process.stdout.readline()  # printed once it serves
+        assert "Conduit local stack on http://127.0.0.1:" in banner, banner + process.stderr.read()
+        assert "in memory" in process.stdout.readline()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "Conduit local stack stopped." in out
+    assert "Traceback" not in err, err
+
+
+def test_a_port_in_use_is_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start(port)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert err.strip() == f"error: port {port} is already in use; stop what uses it or run with another, e.g. PORT={port + 1} make dev"
+    assert "Traceback" not in err
+
+
+def test_expected_run_endings_are_one_line_and_faults_a_traceback():
+    import io
+
+    from conduit.run_steps import StepFailed, TransientStepError
+    from shared.local.workers import report_error
+
+    for error in (StepFailed('{"code":"RUN_ENDED","message":"The run has already ended"}'), TransientStepError('{"code":"SITE_UNAVAILABLE"}')):
+        stream = io.StringIO()
+        report_error("RunStepsFunction", error, stream)
+        assert stream.getvalue() == f"RunStepsFunction: {type(error).__name__}: {error}\n"
+    try:
+        raise ValueError("a bug")
+    except ValueError as error:
+        stream = io.StringIO()
+        report_error("RunStepsFunction", error, stream)
+    assert stream.getvalue().startswith("Traceback (most recent call last):") and "ValueError: a bug" in stream.getvalue()
