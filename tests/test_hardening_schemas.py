@@ -23,12 +23,16 @@ _inside_guard = threading.local()
 
 @pytest.fixture
 def only_the_guard_connects(monkeypatch):
-    """Every socket connect outside GuardedClient._send is recorded (and refused): the test fails on it."""
+    """Every socket connect of the test's thread outside GuardedClient._send is recorded (and refused).
+
+    Only the test's thread: a session-wide local stack in the same worker (its scheduler polls
+    moto on loopback) is not code under test here."""
     unguarded: list[object] = []
     real_connect, real_send = socket.socket.connect, GuardedClient._send
+    test_thread = threading.get_ident()
 
     def connect(self, address):
-        if not getattr(_inside_guard, "on", False):
+        if threading.get_ident() == test_thread and not getattr(_inside_guard, "on", False):
             unguarded.append(address)
             raise OSError(f"unguarded outbound socket to {address!r}")
         return real_connect(self, address)

@@ -33,16 +33,20 @@ def main() -> int:
     except KeyboardInterrupt:
         stack.stop()
         return 130
-    print(
-        f"Conduit local stack on {stack.url}  (docs: {stack.url}/docs; Ctrl-C stops; pid {os.getpid()})\n"
-        "State (users, sites, agents, runs) is in memory: it is lost when the stack stops.",
-        flush=True,
-    )
     try:
+        # Inside the try: a signal may arrive while the banner is still being written.
+        print(
+            f"Conduit local stack on {stack.url}  (docs: {stack.url}/docs; Ctrl-C stops; pid {os.getpid()})\n"
+            "State (users, sites, agents, runs) is in memory: it is lost when the stack stops.",
+            flush=True,
+        )
         stack.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C while stopping must not abandon the worker processes half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("Conduit local stack stopped.", flush=True)
     return 0

@@ -166,7 +166,11 @@ class _Worker:
         )
         self.process.start()
         child_connection.close()
-        status, detail = self.connection.recv()
+        try:
+            status, detail = self.connection.recv()
+        except EOFError:  # killed while starting (the stack is stopping)
+            self.stop()
+            raise InvocationError(f"{spec.logical_id} exited while starting") from None
         if status != "ready":
             self.stop()
             raise InvocationError(f"{spec.logical_id} failed to initialise:\n{detail}")
@@ -225,6 +229,8 @@ class FunctionPool:
         as it is produced, which answers whether the client is still there."""
         with self._slots:  # waits, like Lambda's throttling would refuse, past the cap
             with self._lock:
+                if self._closed:
+                    raise InvocationError("the local stack is stopping")
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = _Worker(self.spec, self.environment)

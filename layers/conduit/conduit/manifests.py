@@ -174,11 +174,6 @@ def _structure_problem(value: Any, max_depth: int) -> str | None:
     return None
 
 
-def parse_json(content: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity); ValueError for anything else, too deep to parse included."""
-    return safe_json.loads(content)
-
-
 # --- tolerance (§11) -------------------------------------------------------------------------
 
 # Keywords whose value is an object of schemas, and keywords whose value is one schema: where PHP's
@@ -490,7 +485,7 @@ def find_document(url: str, token: str | None, client: GuardedClient) -> tuple[A
             tried.append(f"{candidate} (HTTP {response.status})")
             continue
         try:
-            return parse_json(response.content), candidate
+            return safe_json.loads(response.content), candidate
         except ValueError as bad:
             if not discovering:
                 raise _invalid([_detail("manifest", f"{candidate} did not return valid JSON ({bad})"[:300])]) from None

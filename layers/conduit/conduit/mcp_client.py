@@ -27,7 +27,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from conduit.manifests import _structure_problem, parse_json
+from conduit.manifests import _structure_problem
+from conduit.safe_json import TooDeep
+from conduit.safe_json import loads as parse_json
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundTooLarge
 
 MODERN_VERSION = "2026-07-28"
@@ -334,7 +336,7 @@ def _decode(data: bytes) -> Any:
         value = parse_json(data)
     except ValueError as bad:
         # Too deep to parse is hostile, not merely "not MCP": the caller must not fall back quietly.
-        kind = "protocol" if "nested too deeply" in str(bad) else "not_mcp"
+        kind = "protocol" if isinstance(bad, TooDeep) else "not_mcp"
         raise McpFailure(kind, f"The server did not answer with valid JSON ({str(bad)[:120]})") from None
     problem = _structure_problem(value, MAX_DEPTH)
     if problem:

@@ -32,7 +32,8 @@ from typing import Any
 import httpx
 
 from conduit.errors import ConduitError, validation_error
-from conduit.manifests import _structure_problem, parse_json
+from conduit.manifests import _structure_problem
+from conduit.safe_json import loads as parse_json
 from conduit.mcp_client import McpClient, McpFailure
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, check_url_syntax
 from conduit.settings import get_settings

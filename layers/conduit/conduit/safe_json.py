@@ -15,6 +15,10 @@ from typing import Any
 MAX_DEPTH = 64  # arrays/objects inside each other; more than any real payload, far below the stack
 
 
+class TooDeep(json.JSONDecodeError):
+    """Nested deeper than allowed: hostile rather than merely malformed."""
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -30,12 +34,12 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
     except json.JSONDecodeError:
         raise
     except RecursionError:
-        raise json.JSONDecodeError(f"nested deeper than {max_depth} levels", text, 0) from None
+        raise TooDeep(f"nested deeper than {max_depth} levels", text, 0) from None
     except ValueError as error:  # NaN/Infinity, an integer beyond Python's digit limit
         raise json.JSONDecodeError(str(error)[:200], text, 0) from None
     # Counting brackets first keeps the walk off the common, shallow case.
     if text.count("[") + text.count("{") > max_depth and depth(value) > max_depth:
-        raise json.JSONDecodeError(f"nested deeper than {max_depth} levels", text, 0)
+        raise TooDeep(f"nested deeper than {max_depth} levels", text, 0)
     return value
 
 
