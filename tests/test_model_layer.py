@@ -49,6 +49,7 @@ from openai.types.chat.completion_create_params import (
 from openai.types.completion_usage import CompletionUsage
 
 from conduit.errors import ConduitError
+from conduit import pricing
 from conduit.models import Message, ModelTurn, ToolCall, Usage, resolve_model
 from conduit.models import bedrock, wire
 from conduit.outbound import GuardedClient, OutboundRefused
@@ -143,6 +144,8 @@ def test_openai_request_bodies_conform_to_the_sdk_types(provider_env: ModelServe
     # The system prompt is the first message; the stream asks for usage.
     assert whole["messages"][0] == streamed["messages"][0] == {"role": "system", "content": SYSTEM}
     assert (streamed["stream"], streamed["stream_options"]) == (True, {"include_usage": True})
+    # The output cap the credit hold assumes is the one the provider is told.
+    assert whole["max_completion_tokens"] == streamed["max_completion_tokens"] == pricing.max_output_tokens("openai:gpt-x")
     assert provider_env.received[1].headers["accept"] == "text/event-stream"
     # The check itself fails on what the API would refuse.
     assert problems({**whole, "system": SYSTEM}, CompletionCreateParamsNonStreaming)
@@ -504,7 +507,11 @@ def text_delta(text: str) -> dict[str, Any]:
     return {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": text}}}
 
 
-BEDROCK_ASK = {"modelId": "m", "messages": [{"role": "user", "content": [{"text": "Weather in Paris?"}]}]}
+BEDROCK_ASK = {
+    "modelId": "m",
+    "messages": [{"role": "user", "content": [{"text": "Weather in Paris?"}]}],
+    "inferenceConfig": {"maxTokens": 4096},
+}
 
 
 def test_bedrock_converse_stream_passes_text_on_as_it_arrives(converse_stream: Any) -> None:
@@ -568,6 +575,7 @@ def test_bedrock_declares_tools_the_history_calls() -> None:
     params = bedrock.converse_params("m", HISTORY, [], SYSTEM)
     assert [tool["toolSpec"]["name"] for tool in params["toolConfig"]["tools"]] == ["weather__forecast"]
     assert params["system"] == [{"text": SYSTEM}]
+    assert params["inferenceConfig"] == {"maxTokens": pricing.max_output_tokens("bedrock:m")}  # what the hold assumes
     assert "toolConfig" not in bedrock.converse_params("m", ASK, [])
 
 

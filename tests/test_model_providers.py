@@ -235,6 +235,7 @@ def test_openai_sends_the_chat_completions_wire_format(provider_env: ModelServer
     assert request.body == {
         "model": "gpt-x",
         "messages": OPENAI_WIRE_MESSAGES,
+        "max_completion_tokens": 4096,
         "tools": [
             {
                 "type": "function",
@@ -254,7 +255,9 @@ def test_openai_omits_tools_when_there_are_none(provider_env: ModelServer) -> No
 
     provider.complete(model, [Message(role="user", content="hello")], [], deadline=in_time())
 
-    assert provider_env.received[0].body == {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    assert provider_env.received[0].body == {
+        "model": "gpt-x", "messages": [{"role": "user", "content": "hello"}], "max_completion_tokens": 4096
+    }
 
 
 def test_openai_parses_tool_calls_with_json_string_arguments(provider_env: ModelServer) -> None:
@@ -547,6 +550,7 @@ BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
 BEDROCK_PARAMS = {
     "modelId": BEDROCK_MODEL,
+    "inferenceConfig": {"maxTokens": 4096},
     "messages": [
         {"role": "user", "content": [{"text": "Weather in Paris and Rome?"}]},
         {"role": "assistant", "content": [_tool_use(PARIS), _tool_use(ROME)]},
@@ -590,7 +594,11 @@ def test_bedrock_sends_converse_params_and_reads_text(bedrock_stub: Stubber) -> 
 
 
 def test_bedrock_omits_tool_config_when_there_are_no_tools(bedrock_stub: Stubber) -> None:
-    expected = {"modelId": BEDROCK_MODEL, "messages": [{"role": "user", "content": [{"text": "hello"}]}]}
+    expected = {
+        "modelId": BEDROCK_MODEL,
+        "messages": [{"role": "user", "content": [{"text": "hello"}]}],
+        "inferenceConfig": {"maxTokens": 4096},
+    }
     bedrock_stub.add_response("converse", converse_response({"text": "hi"}), expected)
     provider, model = resolve_model(f"bedrock:{BEDROCK_MODEL}")
 

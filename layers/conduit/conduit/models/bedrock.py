@@ -102,7 +102,12 @@ def _tool_spec(tool: ToolSpec) -> dict[str, Any]:
 def converse_params(
     model: str, messages: list[Message], tools: list[ToolSpec], system: str | None = None
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"modelId": model, "messages": to_bedrock_messages(messages)}
+    # The cap is sent, not only assumed: a priced turn's hold covers at most MAX_TOKENS of output.
+    params: dict[str, Any] = {
+        "modelId": model,
+        "messages": to_bedrock_messages(messages),
+        "inferenceConfig": {"maxTokens": MAX_TOKENS},
+    }
     if system:
         params["system"] = [{"text": system}]
     declared = declared_tools(messages, tools)

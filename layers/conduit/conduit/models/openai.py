@@ -90,7 +90,9 @@ def request_body(
     wire_messages = to_openai_messages(messages)
     if system:
         wire_messages.insert(0, {"role": "system", "content": system})
-    body: dict[str, Any] = {"model": model, "messages": wire_messages}
+    # The cap is sent, not only assumed: a priced turn's hold covers at most MAX_TOKENS of output.
+    # `max_completion_tokens` (not the deprecated `max_tokens`, which reasoning models refuse).
+    body: dict[str, Any] = {"model": model, "messages": wire_messages, "max_completion_tokens": MAX_TOKENS}
     declared = declared_tools(messages, tools)
     if declared:  # an empty tools array is rejected by the API
         body["tools"] = to_openai_tools(declared)
