@@ -294,8 +294,8 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         try:
             result = match.pool.invoke(event, on_stream=relay)
         except InvocationError as error:
-            if not isinstance(error, InvocationTimeout):
-                print(f"{match.pool.spec.logical_id}: {error.payload}", file=sys.stderr, flush=True)
+            # One line either way, so a 500 in a log is never a mystery (a timeout too).
+            print(f"{match.pool.spec.logical_id}: {error.payload}", file=sys.stderr, flush=True)
             if relay is not None and relay.started:
                 return relay.cut()
             return self._send_gateway_response("INTEGRATION_TIMEOUT" if isinstance(error, InvocationTimeout) else "DEFAULT_5XX")
