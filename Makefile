@@ -53,7 +53,7 @@ demo-site: $(VENV)/.installed
 # State of make dev is in memory: this puts a demo user, the demo site and an agent back into a
 # running stack (the demo site must be up: make demo-site).
 seed: $(VENV)/.installed
-	PORT=$(PORT) DEMO_SITE_PORT=$(DEMO_SITE_PORT) $(PY) -m shared.local.seed
+	@PORT=$(PORT) DEMO_SITE_PORT=$(DEMO_SITE_PORT) $(PY) -m shared.local.seed
 
 # The suite lints the template too (tests/test_template.py), with the lint virtualenv.
 test: $(VENV)/.installed $(LINT_VENV)/.installed tests/npm/node_modules/.installed browser
