@@ -46,7 +46,8 @@ def quickstart_script(api: str, demo: str, email: str, admin_token: str, source_
     blocks[admin_steps[0]] = f'USER_AUTH="$AUTH"; AUTH="Authorization: Bearer {admin_token}"\n{blocks[admin_steps[0]]}AUTH="$USER_AUTH"\n'
     script = "\n".join(f"echo '=== step {index}'\n{block}" for index, block in enumerate(blocks))
     assert script.count(DOC_EMAIL) == 1
-    prelude = f'set -euo pipefail\ncurl() {{ command curl --max-time 60 --interface {source_address} "$@"; }}\n'
+    # A person's shell: -e and -u catch a broken step, no pipefail (`curl | grep -q` may end curl early).
+    prelude = f'set -eu\ncurl() {{ command curl --max-time 60 --interface {source_address} "$@"; }}\n'
     return prelude + script.replace(DOC_EMAIL, email)
 
 
