@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 SAM_VENV := .venv-sam
 LINT_VENV := .venv-lint
 PORT ?= 3000
+DEMO_SITE_PORT ?= 8765
 
 # Python 3.13 explicitly: on these machines it is installed (pyenv) but is not
 # the default python3. PYTHON313=/path/to/python3.13 overrides the search.
@@ -16,10 +17,12 @@ PYTHON313 ?= $(shell for candidate in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1
 	[ -x "$$candidate" ] && "$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
 	&& echo "$$candidate" && break; done)
 
-.PHONY: dev test lint validate build openapi bench clean help
+.PHONY: dev demo-site seed browser test lint validate build openapi bench clean help
 
 help:
 	@echo "make dev       start the local platform on http://127.0.0.1:$(PORT) (Ctrl-C stops)"
+	@echo "make demo-site serve a tiny demo site on http://127.0.0.1:$(DEMO_SITE_PORT) (docs/QUICKSTART.md)"
+	@echo "make seed      put a demo user, the demo site and an agent into a running make dev"
 	@echo "make test      run every test"
 	@echo "make lint      cfn-lint template.yaml"
 	@echo "make validate  sam validate --lint (installs the SAM CLI in $(SAM_VENV))"
@@ -43,9 +46,28 @@ $(VENV)/.installed: requirements-dev.txt layers/conduit/requirements.txt
 dev: $(VENV)/.installed
 	PORT=$(PORT) exec $(PY) -m shared.local
 
+# A loopback site publishing a manifest with two tools, for the quickstart (docs/QUICKSTART.md).
+demo-site: $(VENV)/.installed
+	DEMO_SITE_PORT=$(DEMO_SITE_PORT) exec $(PY) -m shared.local.demo_site
+
+# State of make dev is in memory: this puts a demo user, the demo site and an agent back into a
+# running stack (the demo site must be up: make demo-site).
+seed: $(VENV)/.installed
+	@PORT=$(PORT) DEMO_SITE_PORT=$(DEMO_SITE_PORT) $(PY) -m shared.local.seed
+
 # The suite lints the template too (tests/test_template.py), with the lint virtualenv.
-test: $(VENV)/.installed $(LINT_VENV)/.installed tests/npm/node_modules/.installed
+test: $(VENV)/.installed $(LINT_VENV)/.installed tests/npm/node_modules/.installed browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+# Headless Chromium and its driver (Debian's packages) for the /docs browser test
+# (tests/test_docs_page.py). Without them (no apt-get, not root) that test skips, saying so.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing chromium and chromium-driver (apt-get) for the /docs browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "chromium could not be installed: the /docs browser test will be skipped"; \
+	else echo "chromium not installed (needs root and apt-get): the /docs browser test will be skipped"; fi
 
 # A second MCP implementation (the TypeScript SDK's reference server) for tests/test_mcp_sites.py.
 # Without Node.js the test that needs it skips, saying so.

@@ -44,7 +44,29 @@ def generate() -> str:
         merge.add_schema(schema)
     document = json.loads(merge.get_openapi_json_schema())
     _document_errors(document, _public_operations())
+    document["tags"] = _ordered_tags(document)
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+# Swagger UI (/docs) shows tags in the order of the document's `tags`: a newcomer starts with Auth.
+TAG_ORDER = {
+    "Auth": "Register, accept the terms, log in, refresh; every other route needs the access token",
+    "Vault": "Sites: manifests, tokens, OAuth",
+    "Chat": "Sessions and the chat exchange (streamed or not)",
+    "Agents": "Agents, their triggers (manual, webhook, scheduled) and starting runs",
+    "Runs": "Runs of agents, their steps, cancelling",
+    "API keys": "Bearer keys for server-to-server clients",
+    "Workspaces": "Team workspaces and their members",
+    "Billing": "Credits, the ledger, cards, packs, plans (Stripe)",
+    "Admin": "Admins only",
+    "Platform": "Health",
+}
+
+
+def _ordered_tags(document: dict) -> list[dict[str, str]]:
+    used = {tag for item in document.get("paths", {}).values() for operation in item.values() for tag in operation.get("tags", [])}
+    ordered = [name for name in TAG_ORDER if name in used] + sorted(used - TAG_ORDER.keys())
+    return [{"name": name, "description": TAG_ORDER[name]} if name in TAG_ORDER else {"name": name} for name in ordered]
 
 
 def _function_modules() -> list[tuple[Any, Any]]:

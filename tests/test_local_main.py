@@ -39,7 +39,8 @@ def test_the_server_stops_cleanly_on_a_signal(signum):
     try:
         banner = process.stdout.readline()  # printed once it serves
         assert "Conduit local stack on http://127.0.0.1:" in banner, banner + process.stderr.read()
-        assert "in memory" in process.stdout.readline()
+        state = process.stdout.readline()
+        assert "in memory" in state and "make seed" in state  # and the cheap way to get it back
         process.send_signal(signum)
         out, err = process.communicate(timeout=60)
     finally:
@@ -78,3 +79,31 @@ def test_expected_run_endings_are_one_line_and_faults_a_traceback():
         stream = io.StringIO()
         report_error("RunStepsFunction", error, stream)
     assert stream.getvalue().startswith("Traceback (most recent call last):") and "ValueError: a bug" in stream.getvalue()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to make", "Ctrl-C (SIGINT to the process group)"])
+def test_make_dev_stops_on_sigterm_to_make_and_on_ctrl_c(how):
+    """Through make itself, as a person runs it (`-o` keeps make from re-checking the virtualenv)."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "dev", f"PORT={port}"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]  # make's echo of the recipe, then the banner
+        assert any(f"Conduit local stack on http://127.0.0.1:{port}" in line for line in lines), lines
+        if how.startswith("SIGTERM"):
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "Conduit local stack stopped." in out, out + err
+    assert "Traceback" not in err, err

@@ -53,6 +53,10 @@ def docs_page() -> str:
 @app.get("/docs", include_in_schema=False)
 @public()
 def docs():  # noqa: ANN201 - as above
+    # The page links its document as /docs?format=json (Swagger UI's "url" under the title): that
+    # link serves the JSON itself, as /openapi.json does.
+    if (app.current_event.query_string_parameters or {}).get("format") == "json":
+        return openapi_document()
     return Response(status_code=200, content_type="text/html", body=docs_page())
 
 

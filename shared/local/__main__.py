@@ -37,7 +37,8 @@ def main() -> int:
         # Inside the try: a signal may arrive while the banner is still being written.
         print(
             f"Conduit local stack on {stack.url}  (docs: {stack.url}/docs; Ctrl-C stops; pid {os.getpid()})\n"
-            "State (users, sites, agents, runs) is in memory: it is lost when the stack stops.",
+            "State (users, sites, agents, runs) is in memory: it is lost when the stack stops. "
+            "`make seed` (with `make demo-site` running) puts a demo user, site and agent back; first steps: docs/QUICKSTART.md.",
             flush=True,
         )
         stack.serve_forever()
