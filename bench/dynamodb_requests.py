@@ -92,6 +92,7 @@ def measure() -> list[dict[str, Any]]:
         call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
         rows.append(_mcp_tools_call(handlers, call, requests, token, api_key))
+        rows.append(_chat_exchange(handlers, call, requests, token))
     return rows
 
 
@@ -135,3 +136,23 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
     finally:
         site.shutdown()
     return {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}
+
+
+def _chat_exchange(handlers, call, requests: list[str], token: str) -> dict[str, Any]:
+    """One POST /chat exchange (its Function URL event) with local:echo and no tool call."""
+    from shared.local.gateway import function_url_event
+    from shared.local.workers import LocalLambdaContext
+
+    session = call("ChatFunction", "POST", "/sessions", {}, token)["sessionToken"]
+
+    def chat(message: str) -> dict[str, Any]:
+        headers = [("Authorization", f"Bearer {token}"), ("Content-Type", "application/json")]
+        body = json.dumps({"sessionToken": session, "message": message}).encode()
+        event = function_url_event("POST", "/", headers=headers, raw=body)
+        return json.loads(handlers["ChatFunction"](event, LocalLambdaContext("ChatFunction", 512, 100, "bench"))["body"])
+
+    chat("hello")  # warm-up, and a message in the history as a real exchange has
+    requests.clear()
+    answer = chat("hello again")
+    assert answer["message"]["role"] == "assistant", answer
+    return {"route": "POST /chat (no tool)", "requests": len(requests), "operations": list(requests)}

@@ -63,13 +63,16 @@ def _percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def measure() -> list[dict[str, Any]]:
+def measure(operations: tuple[str, ...] | None = None, concurrency_levels: tuple[int, ...] = CONCURRENCY) -> list[dict[str, Any]]:
+    """Every operation (or only `operations`) at each of `concurrency_levels`."""
     rows = []
     with bench_platform() as platform:
-        with ThreadPoolExecutor(max_workers=max(CONCURRENCY)) as pool:
-            clients = list(pool.map(lambda n: _client_operations(platform, n), range(max(CONCURRENCY))))
+        with ThreadPoolExecutor(max_workers=max(concurrency_levels)) as pool:
+            clients = list(pool.map(lambda n: _client_operations(platform, n), range(max(concurrency_levels))))
             for name in clients[0]:
-                for concurrency in CONCURRENCY:
+                if operations is not None and name not in operations:
+                    continue
+                for concurrency in concurrency_levels:
                     count = REQUESTS_PER_CLIENT[concurrency]
                     for client in clients[:concurrency]:
                         _timed(client[name])  # warm: a worker per concurrent client
