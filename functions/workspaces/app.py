@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import EmailStr, Field
+from pydantic import Field
 
 from conduit import workspaces
 from conduit.api import handler_for, make_resolver
-from conduit.routes import CurrentCaller, StrictBody
+from conduit.routes import CurrentCaller, EmailAddress, StrictBody
 
 app = make_resolver()
 # Validated against the role matrix in the domain, so an unknown role and `owner` both get a clear message.
@@ -21,7 +21,7 @@ class NewWorkspace(StrictBody):
 
 
 class NewMember(StrictBody):
-    email: EmailStr = Field(max_length=254)
+    email: EmailAddress = Field(max_length=254)
     role: RoleName
 
 

@@ -40,7 +40,6 @@ from conduit.repositories.sites import SitesRepository
 from conduit.sessions import find_session, tool_allowed
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
-from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
 DEFAULT_MAX_ROUNDS = 5
@@ -150,6 +149,8 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         exchange.tool_calls.append({**record, "status": "error", "durationMs": 0})
         exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
         return result
+    from conduit.tool_calls import run_site_tool  # the site-call stack (httpx, manifests, MCP) only when a tool runs
+
     try:
         charge = lambda cost: exchange.charge(cost, f"tool {len(exchange.tool_calls) + 1}")  # noqa: E731
         outcome = run_site_tool(exchange.account.account_id, tool.site, call.name, call.arguments, charge=charge, remaining=exchange.remaining)
