@@ -74,8 +74,10 @@ def measure(operations: tuple[str, ...] | None = None, concurrency_levels: tuple
                     continue
                 for concurrency in concurrency_levels:
                     count = REQUESTS_PER_CLIENT[concurrency]
-                    for client in clients[:concurrency]:
-                        _timed(client[name])  # warm: a worker per concurrent client
+                    # Warm, all clients at once: a worker per concurrent client exists before the timed
+                    # requests, as in a Lambda that has served this concurrency (one after the other,
+                    # one worker served every warm-up and the timed run paid 7 cold starts).
+                    list(pool.map(lambda client: _timed(client[name]), clients[:concurrency]))
 
                     def client_samples(client: dict[str, Callable[[], Any]]) -> list[float]:
                         return [_timed(client[name]) for _ in range(count)]

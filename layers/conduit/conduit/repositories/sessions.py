@@ -52,11 +52,6 @@ class SessionsRepository(Repository):
     def list_for_account(self, account_id: str, limit: int, cursor: str | None) -> Page:
         return self.query_page(f"SESSIONS#{account_id}", index="GSI1", limit=limit, cursor=cursor, newest_first=True)
 
-    def recent_messages(self, token: str, count: int) -> list[dict[str, Any]]:
-        """The last `count` messages, oldest first."""
-        page = self.query_page(session_pk(token), sk_prefix=MESSAGE_PREFIX, limit=count, newest_first=True)
-        return list(reversed(page.items))
-
     def all_messages(self, token: str) -> list[dict[str, Any]]:
         return self.query_all(session_pk(token), sk_prefix=MESSAGE_PREFIX)
 
