@@ -30,7 +30,7 @@ def print_goals(results: dict, load_before: str) -> None:
     """The issue-22 table, with the load average before and after the run (2 shared cores)."""
     print_table(
         f"Performance goals (issue 22); load average before: {load_before}, after: {goals.load_average()}",
-        [("figure", 56), ("measured", 28), ("goal", 10), ("", 0)],
+        [("figure", 62), ("measured", 62), ("goal", 10), ("", 0)],
         goals.table(results),
     )
 

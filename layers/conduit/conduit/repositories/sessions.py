@@ -19,6 +19,11 @@ def session_pk(token: str) -> str:
     return f"SESSION#{token}"
 
 
+def prefetch_session(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
+    """The `/sessions/{sessionToken}` routes' session, read by the gate (conduit.auth.prefetch)."""
+    return [(session_pk(path_parameters["sessionToken"]), "SESSION")]
+
+
 class SessionsRepository(Repository):
     def create(self, session: dict[str, Any]) -> None:
         item = {
