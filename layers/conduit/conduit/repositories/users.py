@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, set_prefetched, to_item, write_transaction
+from conduit.repositories.base import (
+    ConditionsFailed,
+    Page,
+    Repository,
+    from_item,
+    set_prefetched,
+    to_item,
+    write_transaction,
+)
 
 
 @dataclass(frozen=True, slots=True)
