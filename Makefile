@@ -17,7 +17,7 @@ PYTHON313 ?= $(shell for candidate in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1
 	[ -x "$$candidate" ] && "$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
 	&& echo "$$candidate" && break; done)
 
-.PHONY: dev demo-site seed browser test lint validate build openapi bench clean help
+.PHONY: dev demo-site seed browser test lint validate build openapi bench bench-goals clean help
 
 help:
 	@echo "make dev       start the local platform on http://127.0.0.1:$(PORT) (Ctrl-C stops)"
@@ -28,7 +28,8 @@ help:
 	@echo "make validate  sam validate --lint (installs the SAM CLI in $(SAM_VENV))"
 	@echo "make build     sam build (no Docker needed)"
 	@echo "make openapi   regenerate functions/platform/openapi.json"
-	@echo "make bench     run the benchmarks in bench/"
+	@echo "make bench     run the benchmarks in bench/, the performance goals' table last"
+	@echo "make bench-goals  only the performance goals' table (issue 22; a few minutes)"
 
 $(VENV)/.installed: requirements-dev.txt layers/conduit/requirements.txt
 	@if [ -z "$(PYTHON313)" ]; then \
@@ -102,6 +103,9 @@ openapi: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench
+
+bench-goals: $(VENV)/.installed
+	$(PY) -m bench.goals
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LINT_VENV) .aws-sam .pytest_cache

@@ -59,6 +59,7 @@ def measure() -> list[dict[str, Any]]:
 
         session = call("AuthFunction", "POST", "/auth/register", {"email": "bench@example.com", "password": "bench password"})
         token = session["accessToken"]
+        session_user = session["user"]["id"]
         call("AuthFunction", "POST", "/auth/accept-terms", {}, token)
         api_key = call("AuthFunction", "POST", "/api-keys", {"name": "bench"}, token)["key"]
         routes = [
@@ -91,11 +92,71 @@ def measure() -> list[dict[str, Any]]:
         requests.clear()
         call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
-        rows.append(_mcp_tools_call(handlers, call, requests, token, api_key))
+        mcp_row, site_id = _mcp_tools_call(handlers, call, requests, token, api_key)
+        rows.append(mcp_row)
+        chat_row, session = _chat_exchange(handlers, call, requests, token)
+        rows.append(chat_row)
+        ids = {
+            "agentId": counted_agent,
+            "runId": run["id"],
+            "siteId": site_id,
+            "sessionToken": session,
+            "workspaceId": _workspace(call, token, session_user),
+        }
+        rows.extend(_openapi_reads(template, handlers, requests, token, ids))
     return rows
 
 
-def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str) -> dict[str, Any]:
+def _workspace(call, token: str, user_id: str) -> str:
+    """A workspace of the bench user (workspaces are a paid feature: the account is made a team one)."""
+    from conduit.repositories.base import dynamodb_client
+
+    dynamodb_client().update_item(
+        TableName=os.environ["TABLE_NAME"],
+        Key={"PK": {"S": f"ACCOUNT#{user_id}"}, "SK": {"S": "ACCOUNT"}},
+        UpdateExpression="SET tier = :team",
+        ExpressionAttributeValues={":team": {"S": "team"}},
+    )
+    return call("WorkspacesFunction", "POST", "/workspaces", {"name": "Bench"}, token)["id"]
+
+
+def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dict[str, str]) -> list[dict[str, Any]]:
+    """Every GET route of the OpenAPI document (functions/platform/openapi.json), called as its owner
+    (path parameters filled with things the bench made), warm: so this part of the table is generated
+    from the document, and a new read route appears in it without anyone adding a row."""
+    from types import SimpleNamespace
+
+    from shared.local.gateway import Router, rest_event
+    from shared.local.workers import LocalLambdaContext
+
+    document = json.loads((template.path.parent / "functions" / "platform" / "openapi.json").read_text())
+    router = Router([SimpleNamespace(spec=spec) for spec in template.functions()])  # type: ignore[list-item]
+    rows = []
+    for path, operations in document["paths"].items():
+        if "get" not in operations:
+            continue
+        concrete = path
+        for name, value in ids.items():
+            concrete = concrete.replace("{" + name + "}", value)
+        match = router.match("GET", concrete)
+        if "{" in concrete or match is None or match.route is None:
+            rows.append({"route": f"GET {path}", "requests": None, "operations": ["not measured: no value for its parameters"]})
+            continue
+        function = match.pool.spec.logical_id
+        headers = [("Authorization", f"Bearer {token}")]  # a public route ignores it
+
+        def get() -> int:
+            event = rest_event(match.route, "GET", concrete, headers=headers, path_parameters=match.path_parameters)
+            return int(handlers[function](event, LocalLambdaContext(function, 512, 29, "bench"))["statusCode"])
+
+        get()  # warm-up
+        requests.clear()
+        status = get()
+        rows.append({"route": f"GET {path}", "requests": len(requests), "operations": list(requests), "status": status})
+    return rows
+
+
+def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str) -> tuple[dict[str, Any], str]:
     """One modern tools/call on POST /mcp (API key) of a loopback site's tool."""
     import threading
     from http.server import ThreadingHTTPServer
@@ -134,4 +195,25 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
         assert answer["result"]["isError"] is False, answer
     finally:
         site.shutdown()
-    return {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}
+    row = {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}
+    return row, added["id"]
+
+
+def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dict[str, Any], str]:
+    """One POST /chat exchange (its Function URL event) with local:echo and no tool call."""
+    from shared.local.gateway import function_url_event
+    from shared.local.workers import LocalLambdaContext
+
+    session = call("ChatFunction", "POST", "/sessions", {}, token)["sessionToken"]
+
+    def chat(message: str) -> dict[str, Any]:
+        headers = [("Authorization", f"Bearer {token}"), ("Content-Type", "application/json")]
+        body = json.dumps({"sessionToken": session, "message": message}).encode()
+        event = function_url_event("POST", "/", headers=headers, raw=body)
+        return json.loads(handlers["ChatFunction"](event, LocalLambdaContext("ChatFunction", 512, 100, "bench"))["body"])
+
+    chat("hello")  # warm-up, and a message in the history as a real exchange has
+    requests.clear()
+    answer = chat("hello again")
+    assert answer["message"]["role"] == "assistant", answer
+    return {"route": "POST /chat (no tool)", "requests": len(requests), "operations": list(requests)}, session

@@ -63,16 +63,21 @@ def _percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def measure() -> list[dict[str, Any]]:
+def measure(operations: tuple[str, ...] | None = None, concurrency_levels: tuple[int, ...] = CONCURRENCY) -> list[dict[str, Any]]:
+    """Every operation (or only `operations`) at each of `concurrency_levels`."""
     rows = []
     with bench_platform() as platform:
-        with ThreadPoolExecutor(max_workers=max(CONCURRENCY)) as pool:
-            clients = list(pool.map(lambda n: _client_operations(platform, n), range(max(CONCURRENCY))))
+        with ThreadPoolExecutor(max_workers=max(concurrency_levels)) as pool:
+            clients = list(pool.map(lambda n: _client_operations(platform, n), range(max(concurrency_levels))))
             for name in clients[0]:
-                for concurrency in CONCURRENCY:
+                if operations is not None and name not in operations:
+                    continue
+                for concurrency in concurrency_levels:
                     count = REQUESTS_PER_CLIENT[concurrency]
-                    for client in clients[:concurrency]:
-                        _timed(client[name])  # warm: a worker per concurrent client
+                    # Warm, all clients at once: a worker per concurrent client exists before the timed
+                    # requests, as in a Lambda that has served this concurrency (one after the other,
+                    # one worker served every warm-up and the timed run paid 7 cold starts).
+                    list(pool.map(lambda client: _timed(client[name]), clients[:concurrency]))
 
                     def client_samples(client: dict[str, Callable[[], Any]]) -> list[float]:
                         return [_timed(client[name]) for _ in range(count)]

@@ -10,8 +10,8 @@ from aws_lambda_powertools.event_handler import Depends
 
 from conduit import identity
 from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller
-from conduit.repositories.base import dynamodb_client
+from conduit.auth import Caller, current_caller, prefetch
+from conduit.repositories.base import Repository, dynamodb_client
 from conduit.settings import get_settings
 from shared.local.gateway import rest_event
 from shared.local.template import Route
@@ -31,6 +31,12 @@ def build_app():
     @app.get("/auth/things")
     def auth_things(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
         return {"user": caller.user_id}
+
+    @app.get("/items/<itemId>")
+    @prefetch(lambda path, account_id: [(f"ITEM#{account_id}#{path['itemId']}", "ITEM")])
+    def item(itemId: str, caller: Annotated[Caller, Depends(current_caller)]) -> dict:  # noqa: N803
+        found = Repository().get(f"ITEM#{caller.user_id}#{itemId}", "ITEM")
+        return {"value": found["value"] if found else None}
 
     return handler_for(app)
 
@@ -116,3 +122,26 @@ def test_a_keys_only_route_refuses_an_access_token_before_reading_anything(aws, 
     assert (status, body["code"], calls) == (401, "INVALID_TOKEN", [])
     key = api_keys.create_key(session.user.id, session.user.id, "free", "k", None)["key"]
     assert call(handler, "/keyed", key, lambda_context) == (200, {"user": session.user.id})
+
+
+def test_a_prefetched_item_is_read_in_the_gates_one_batch_and_only_for_its_request(handler, lambda_context):
+    session = identity.register("prefetch@example.com", "long password", None)
+    identity.accept_terms(session.user.id, None)
+    table = get_settings().table_name
+    dynamodb_client().put_item(
+        TableName=table, Item={"PK": {"S": f"ITEM#{session.user.id}#a"}, "SK": {"S": "ITEM"}, "value": {"S": "one"}}
+    )
+    calls = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    assert call(handler, "/items/a", session.access_token, lambda_context) == (200, {"value": "one"})
+    assert calls == ["BatchGetItem", "UpdateItem"]  # the item came with user + login + account
+    assert call(handler, "/items/b", session.access_token, lambda_context) == (200, {"value": None})  # absent: no GetItem either
+    assert calls[2:] == ["BatchGetItem", "UpdateItem"]
+    dynamodb_client().delete_item(TableName=table, Key={"PK": {"S": f"ITEM#{session.user.id}#a"}, "SK": {"S": "ITEM"}})
+    # Each request reads afresh: nothing a gate read is served to a later request.
+    assert call(handler, "/items/a", session.access_token, lambda_context) == (200, {"value": None})
+    # A path parameter longer than any id stays out of the gate's batch (a key too long for DynamoDB
+    # would fail the whole gate); the route reads, or refuses, it on its own.
+    del calls[:]
+    call(handler, "/items/" + "x" * 5000, session.access_token, lambda_context)
+    assert calls == ["BatchGetItem", "UpdateItem", "GetItem"]

@@ -182,6 +182,47 @@ def test_a_balance_that_cannot_cover_the_hold_is_refused_before_the_provider(pri
     assert state(account_id) == (0, 41, 0) and credits.open_holds(account_id) == []
 
 
+def _counting_requests() -> list[str]:
+    from conduit.repositories.base import dynamodb_client
+
+    calls: list[str] = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_turn_from_the_gates_account_item_writes_without_reading(priced):
+    # A chat's first turn starts from the account the gate read: hold and settle, one write each.
+    account_id = open_account(100)
+    seen = account_item(account_id)
+    calls = _counting_requests()
+    with credits.hold_model_turn(account_id, "local:echo", HELLO, [], "chat: model turn 1", "x:1", FAR, account_item=seen) as hold:
+        assert hold.settle(Usage(2, 3)) == 1
+    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+    assert state(account_id) == (0, 99, 0) and credits.open_holds(account_id) == []
+    assert ledger(account_id) == [(-1, "chat: model turn 1"), (100, "signup")]
+
+
+def test_a_stale_account_item_costs_a_failed_write_never_a_wrong_balance_or_refusal(priced):
+    account_id = open_account(41)
+    stale = account_item(account_id)  # 41 available: this copy alone would refuse the 42-credit hold
+    credits.grant(account_id, 10, "gift", "gift:1")  # since the gate's read
+    with credits.hold_model_turn(account_id, "local:echo", HELLO, [], "chat: model turn 1", "x:1", FAR, account_item=stale) as hold:
+        assert hold.settle(Usage(2, 3)) == 1
+    assert state(account_id) == (0, 50, 0)
+    assert ledger(account_id) == [(-1, "chat: model turn 1"), (10, "gift"), (41, "signup")]
+
+
+def test_an_unpriced_turn_from_a_stale_account_item_spends_once_from_the_real_balance(aws):
+    account_id = open_account(5)
+    stale = account_item(account_id)
+    credits.spend(account_id, 2, "tool", "t:1")  # since the gate's read
+    calls = _counting_requests()
+    credits.hold_model_turn(account_id, "local:echo", HELLO, [], "chat: model turn 1", "x:1", FAR, account_item=stale)
+    assert calls == ["TransactWriteItems", "TransactGetItems", "TransactWriteItems"]  # the stale write failed, then read + write
+    assert state(account_id) == (0, 2, 0)
+    assert ledger(account_id) == [(-1, "chat: model turn 1"), (-2, "tool"), (5, "signup")]
+
+
 @pytest.mark.parametrize("failure", ["MODEL_ERROR", "CHAT_TIMEOUT", "STREAM_ABORTED"])
 def test_a_turn_that_ends_without_an_answer_releases_its_hold(priced, failure):
     account_id = open_account(100)

@@ -66,3 +66,27 @@ def test_a_foreign_or_forged_cursor_is_a_validation_error(repository, cursor):
         repository.query_page("LIST#a", limit=5, cursor=cursor)
     assert raised.value.code == "VALIDATION_ERROR"
     assert raised.value.details == [{"field": "cursor", "message": "is not a cursor returned by this list"}]
+
+
+def test_a_session_comes_with_its_last_messages_in_one_query(aws):
+    from conduit.repositories.base import dynamodb_client
+    from conduit.repositories.sessions import SessionsRepository
+
+    sessions = SessionsRepository()
+    token = "sess_" + "q" * 40
+    session = {"sessionToken": token, "accountId": "usr_1", "createdAt": "2026-12-03T00:00:00.000000Z", "expiresAt": 4102444800}
+    sessions.create(session)
+    for index in range(5):
+        at = f"2026-12-03T00:00:0{index}.000000Z"
+        sessions.append_exchange(session, [{"role": "user", "content": f"q{index}", "createdAt": at, "seq": 0},
+                                           {"role": "assistant", "content": f"a{index}", "createdAt": at, "seq": 1}])
+        sessions.record_abort(session, {"exchangeId": f"chat_{index}", "createdAt": at, "accountId": "usr_1"})
+    calls: list[str] = []
+    dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    found, recent = sessions.find_with_recent(token, 3)
+    assert calls == ["Query"]
+    assert found is not None and found["accountId"] == "usr_1"
+    assert [message["content"] for message in recent] == ["a3", "q4", "a4"]  # the last three, oldest first; no aborts
+    found, recent = sessions.find_with_recent(token, 50)
+    assert len(recent) == 10 and recent[0]["content"] == "q0"
+    assert sessions.find_with_recent("sess_" + "n" * 40, 3) == (None, [])

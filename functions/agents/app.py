@@ -10,6 +10,8 @@ from pydantic import Field, StrictBool, StrictInt
 from conduit import agents, runs
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
+from conduit.auth import prefetch
+from conduit.repositories.agents import prefetch_agent
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
 
 app = make_resolver()
@@ -54,28 +56,33 @@ def list_agents(caller: CurrentCaller, workspace_id: WorkspaceId = None, limit: 
 
 
 @app.get("/agents/<agentId>", tags=["Agents"], summary="An agent")
+@prefetch(prefetch_agent)
 def get_agent(agentId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return agents.agent_view(agents.find_agent(account_for(caller, workspace_id, "read"), agentId))
 
 
 @app.patch("/agents/<agentId>", tags=["Agents"], summary="Change an agent")
+@prefetch(prefetch_agent)
 def update_agent(agentId: str, request: AgentFields, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     account = account_for(caller, workspace_id, "write")
     return agents.update_agent(account, agentId, request.model_dump(exclude_unset=True))
 
 
 @app.delete("/agents/<agentId>", tags=["Agents"], summary="Delete an agent (its active run is cancelled)", status_code=204)
+@prefetch(prefetch_agent)
 def delete_agent(agentId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     agents.delete_agent(account_for(caller, workspace_id, "write"), agentId)
     return Response(status_code=204)
 
 
 @app.post("/agents/<agentId>/webhook-secret", tags=["Agents"], summary="Rotate a webhook agent's secret")
+@prefetch(prefetch_agent)
 def rotate_webhook_secret(agentId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return agents.rotate_webhook_secret(account_for(caller, workspace_id, "write"), agentId)
 
 
 @app.post("/agents/<agentId>/runs", tags=["Runs"], summary="Start a run", status_code=202)
+@prefetch(prefetch_agent)
 def start_run(agentId: str, caller: CurrentCaller, request: NewRun | None = None, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     account = account_for(caller, workspace_id, "write")
     agent = agents.find_agent(account, agentId)
@@ -83,6 +90,7 @@ def start_run(agentId: str, caller: CurrentCaller, request: NewRun | None = None
 
 
 @app.get("/agents/<agentId>/runs", tags=["Runs"], summary="An agent's runs, newest first")
+@prefetch(prefetch_agent)
 def list_runs(
     agentId: str,  # noqa: N803
     caller: CurrentCaller,

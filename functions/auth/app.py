@@ -7,20 +7,20 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, Field
 from typing import Annotated
 
 from conduit import api_keys, identity
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.auth import public
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, page_body
+from conduit.routes import Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, page_body
 
 app = make_resolver()
 
 
 class RegisterRequest(StrictBody):
-    email: EmailStr = Field(max_length=254)
+    email: EmailAddress = Field(max_length=254)
     password: str = Field(min_length=8, max_length=256)
     name: str | None = Field(None, min_length=1, max_length=100)
 

@@ -17,6 +17,8 @@ from pydantic import Field, StrictBool, StrictInt
 from conduit import chat, sessions
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
+from conduit.auth import prefetch
+from conduit.repositories.sessions import prefetch_session
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
 from conduit.streaming import EventStream
 
@@ -64,11 +66,13 @@ def list_sessions(caller: CurrentCaller, workspace_id: WorkspaceId = None, limit
 
 
 @app.get("/sessions/<sessionToken>", tags=["Chat"], summary="A session with its messages")
+@prefetch(prefetch_session)
 def get_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return sessions.get_session(sessionToken, account_for(caller, workspace_id, "read"))
 
 
 @app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages", status_code=204)
+@prefetch(prefetch_session)
 def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     sessions.delete_session(sessionToken, account_for(caller, workspace_id, "write"))
     return Response(status_code=204)

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from conduit import site_oauth, vault
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
+from conduit.auth import prefetch
+from conduit.repositories.sites import prefetch_site
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
 
 app = make_resolver()
@@ -130,16 +132,19 @@ def list_sites(
 
 
 @app.get("/vault/sites/<siteId>", tags=["Vault"], summary="A site with its tools", **_returns(Site))
+@prefetch(prefetch_site)
 def get_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return vault.get_site(account_for(caller, workspace_id, "read"), siteId)
 
 
 @app.patch("/vault/sites/<siteId>", tags=["Vault"], summary="Replace the stored token", **_returns(Site))
+@prefetch(prefetch_site)
 def replace_token(siteId: str, change: TokenChange, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
     return vault.replace_token(account_for(caller, workspace_id, "write"), siteId, change.token)
 
 
 @app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site", status_code=204)
+@prefetch(prefetch_site)
 def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     vault.delete_site(account_for(caller, workspace_id, "write"), siteId)
     return Response(status_code=204)

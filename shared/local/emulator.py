@@ -149,6 +149,45 @@ def _publish_execution_status_changes(lambda_endpoint: str, rules: list[EventRul
     Execution.stop = stop_execution  # type: ignore[method-assign]
 
 
+_PLAIN_SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+
+
+def _plain_attribute_value(value: Any) -> bool:
+    """A DynamoDB AttributeValue already in its wire form, with nothing to encode (no binary)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    if kind in _PLAIN_SCALARS:
+        return type(inner) is _PLAIN_SCALARS[kind]
+    if kind in ("SS", "NS"):
+        return isinstance(inner, list) and all(type(member) is str for member in inner)
+    if kind == "M":
+        return isinstance(inner, dict) and all(type(name) is str and _plain_attribute_value(v) for name, v in inner.items())
+    if kind == "L":
+        return isinstance(inner, list) and all(_plain_attribute_value(member) for member in inner)
+    return False
+
+
+def _fast_attribute_values() -> None:
+    """moto's JSON serializer walks every AttributeValue member by member, trying attribute
+    aliases for each of its ten possible keys: about half of the emulator's time per DynamoDB
+    request (profiled: 10 ms of a 20 ms GetItem/Query/UpdateItem), all of it spent under the one
+    lock every worker waits on. Items moto keeps are already in wire form, so a plain one
+    (strings, numbers, booleans, lists, maps: anything but binary) is written as it is; binary
+    values, and anything not shaped as expected, still take moto's own path."""
+    from moto.core.serialize import BaseJSONSerializer
+
+    walk = BaseJSONSerializer._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _plain_attribute_value(value):
+            self._default_serialize(serialized, value, shape, key)
+            return
+        walk(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_structure = serialize_structure  # type: ignore[method-assign]
+
+
 def _serve(connection: Any, port: int, lambda_endpoint: str, rules: list[EventRule]) -> None:
     """The emulator process: moto's server app, every request under EMULATOR_LOCK."""
     from moto.core.config import default_user_config
@@ -162,6 +201,7 @@ def _serve(connection: Any, port: int, lambda_endpoint: str, rules: list[EventRu
     # moto's ASL engine logs every caught task error with a dump of the whole state tree; a
     # failed run is recorded on the run itself (GET /runs/{runId}) and in the function's log.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+    _fast_attribute_values()
     app = _serialized(DomainDispatcherApplication(create_backend_app))
     if lambda_endpoint:
         app = _with_lambda(app, lambda_endpoint)

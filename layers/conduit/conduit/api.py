@@ -102,7 +102,9 @@ class _ConduitResolverMixin:
         try:
             _refuse_unreadable_body(event)
             if is_registered:
-                result = gate(route.func, route.path, dict(resolver.current_event.headers or {}), _source_ip(event))
+                result = gate(
+                    route.func, route.path, dict(resolver.current_event.headers or {}), _source_ip(event), route_arguments
+                )
                 resolver.append_context(caller=result.caller, rate_window=result.rate_window)
         except Exception as error:  # noqa: BLE001 - handed to the registered exception handlers
             handled = resolver._call_exception_handler(error, route)

@@ -3,7 +3,9 @@
 Every route of every function is authenticated unless marked `@public`. The
 gate (run by the resolver once the route is matched, see conduit.api) costs two
 DynamoDB requests: one BatchGetItem for user + login session (or API key) +
-account, one conditional write for the rate limit. The bearer is a JWT access
+account, one conditional write for the rate limit. A route marked `@prefetch(keys)`
+has its own items (the agent, site, session or workspace membership its path names)
+read in that same BatchGetItem, so reading one item costs two requests in all. The bearer is a JWT access
 token or an API key (`cdk_…`, API.md §13); this gate is the one place that
 tells them apart. Routes receive the result with
 
@@ -22,6 +24,7 @@ from conduit.api_keys import KeyGrant, check_key, is_api_key, parse_key
 from conduit.errors import ConduitError
 from conduit.rate_limit import RateLimiter, RateWindow
 from conduit.repositories.accounts import Account
+from conduit.repositories.base import set_prefetched
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
@@ -30,6 +33,10 @@ from conduit.tokens import verify_access_token
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 _PUBLIC = "__conduit_public__"
 _KEYS_ONLY = "__conduit_keys_only__"
+_PREFETCH = "__conduit_prefetch__"
+# The keys a route prefetches, from its path parameters and the caller's personal account id.
+Prefetch = Callable[[dict[str, str], str], list[tuple[str, str]]]
+MAX_PREFETCH_KEY = 200  # a path parameter longer than any id is left to the route (which refuses it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,28 @@ def public(*, limit_by_ip: bool = False) -> Callable[[Handler], Handler]:
         return handler
 
     return mark
+
+
+def prefetch(keys: Prefetch) -> Callable[[Handler], Handler]:
+    """Mark a route whose own item reads the gate may make in its BatchGetItem (issue 22: an
+    authenticated read in two requests, not three). `keys(path_parameters, account_id)` names them;
+    the route's repository `get` then answers from that read (consistent, this request's), once.
+    A key the route ends up not reading (a workspace request reads the workspace's) costs nothing more."""
+
+    def mark(handler: Handler) -> Handler:
+        setattr(handler, _PREFETCH, keys)
+        return handler
+
+    return mark
+
+
+def _prefetch_keys(handler: Callable[..., Any], path_parameters: dict[str, str], account_id: str) -> tuple[tuple[str, str], ...]:
+    keys = getattr(handler, _PREFETCH, None)
+    if keys is None:
+        return ()
+    return tuple(
+        (pk, sk) for pk, sk in keys(path_parameters, account_id) if len(pk) <= MAX_PREFETCH_KEY and len(sk) <= MAX_PREFETCH_KEY
+    )
 
 
 def keys_only(handler: Handler) -> Handler:
@@ -91,24 +120,25 @@ def bearer_token(headers: dict[str, str]) -> str:
     return _bearer_token(headers)
 
 
-def authenticate_key(key: str) -> Caller:
+def authenticate_key(key: str, prefetch: Callable[[str], tuple[tuple[str, str], ...]] = lambda _: ()) -> Caller:
     """The caller behind an API key: its maker, acting on the account the key names."""
     key_id, user_id = parse_key(key)
-    user, item, account = UsersRepository().load_key_state(user_id, key_id)
+    user, item, account = UsersRepository().load_key_state(user_id, key_id, prefetch(user_id))
     grant = check_key(key, item)
     if user is None or account is None or user.disabled:
         raise ConduitError("TOKEN_REVOKED")
     return Caller(user=user, session_id=f"key:{key_id}", account=Account.from_item(account), key=grant)
 
 
-def authenticate(headers: dict[str, str]) -> Caller:
-    """The caller behind the bearer token, or the 401 that says why not."""
+def authenticate(headers: dict[str, str], prefetch: Callable[[str], tuple[tuple[str, str], ...]] = lambda _: ()) -> Caller:
+    """The caller behind the bearer token, or the 401 that says why not. `prefetch(account_id)`: the
+    route's own keys, read in the same BatchGetItem."""
     token = _bearer_token(headers)
     if is_api_key(token):
-        return authenticate_key(token)
+        return authenticate_key(token, prefetch)
     claims = verify_access_token(token)
     user_id, session_id = str(claims["sub"]), str(claims["sid"])
-    user, session, account = UsersRepository().load_request_state(user_id, session_id, account_id=user_id)
+    user, session, account = UsersRepository().load_request_state(user_id, session_id, user_id, prefetch(user_id))
     revoked = (
         user is None
         or session is None
@@ -122,8 +152,15 @@ def authenticate(headers: dict[str, str]) -> Caller:
     return Caller(user=user, session_id=session_id, account=Account.from_item(account))
 
 
-def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], source_ip: str) -> GateResult:
+def gate(
+    handler: Callable[..., Any],
+    route_path: str,
+    headers: dict[str, str],
+    source_ip: str,
+    path_parameters: dict[str, str] | None = None,
+) -> GateResult:
     """Authenticate, rate limit, then apply the terms and admin gates (API.md §2, §9)."""
+    set_prefetched({})  # nothing read for an earlier request is ever served to this one
     marker = getattr(handler, _PUBLIC, None)
     tiers = get_tiers()
     if marker is not None:
@@ -134,7 +171,7 @@ def gate(handler: Callable[..., Any], route_path: str, headers: dict[str, str], 
 
     if getattr(handler, _KEYS_ONLY, False) and not is_api_key(_bearer_token(headers)):
         raise ConduitError("INVALID_TOKEN", "This endpoint takes an API key (Authorization: Bearer cdk_…); access tokens work only on the REST API")
-    caller = authenticate(headers)
+    caller = authenticate(headers, lambda account_id: _prefetch_keys(handler, path_parameters or {}, account_id))
     account = caller.account
     window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
     try:

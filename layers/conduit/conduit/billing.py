@@ -46,7 +46,8 @@ GRANT_REASONS = {PURCHASE: "credit purchase", TOP_UP: "auto top-up"}
 
 def overview(account: Account) -> dict[str, Any]:
     """GET /billing: the account's tier, balance, subscription, card and auto top-up."""
-    profile = _profile(account.account_id)
+    # The billing state lives on the account item, which the gate has just read (consistently).
+    profile = BillingProfile.from_item(account.item) if account.item is not None else _profile(account.account_id)
     return {
         "accountId": profile.account.account_id,
         "tier": profile.account.tier,

@@ -37,10 +37,9 @@ from conduit.observability import logger, metrics
 from conduit.repositories.accounts import Account
 from conduit.repositories.sessions import SessionsRepository
 from conduit.repositories.sites import SitesRepository
-from conduit.sessions import find_session, tool_allowed
+from conduit.sessions import find_session_with_history, tool_allowed
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
-from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
 DEFAULT_MAX_ROUNDS = 5
@@ -65,6 +64,7 @@ class Exchange:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)  # (SSE event, data), in the order they happened
     sink: Callable[[str, Any], None] | None = None  # gets each event as it happens; may raise STREAM_ABORTED
+    account_item: dict[str, Any] | None = None  # the account as the gate read it, until the first credits write
 
     def emit(self, name: str, data: Any) -> None:
         self.events.append((name, data))
@@ -96,9 +96,12 @@ class Exchange:
         settled by `hold.settle(usage)`, released on any other ending; see credits.ModelTurnHold."""
         # A hold outlives a Lambda killed at the deadline only until this lease passes.
         lease_until = time.time() + max(0.0, self.deadline - time.monotonic()) + 60
+        # The first turn's credits write starts from the account the gate read (no read of its own);
+        # later turns read, the balance having changed since.
+        known, self.account_item = self.account_item, None
         hold = credits.hold_model_turn(
             self.account.account_id, model, messages, tools, f"chat: {what}", f"{self.exchange_id}:{what}", lease_until,
-            system=system,
+            system=system, account_item=known,
         )
         try:
             with hold:
@@ -132,8 +135,7 @@ def available_tools(account: Account, session: dict[str, Any]) -> dict[str, Avai
     return tools
 
 
-def _history(session: dict[str, Any]) -> list[Message]:
-    stored = SessionsRepository().recent_messages(session["sessionToken"], HISTORY_MESSAGES - 1)
+def _history(stored: list[dict[str, Any]]) -> list[Message]:
     # An exchange that ended on tool calls has an empty answer. Providers drop blank turns, which
     # would leave two user turns in a row (Bedrock refuses that), so the history says so in words.
     return [Message(role=m["role"], content=m["content"] or "(no text answer)") for m in stored]
@@ -150,6 +152,8 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         exchange.tool_calls.append({**record, "status": "error", "durationMs": 0})
         exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
         return result
+    from conduit.tool_calls import run_site_tool  # the site-call stack (httpx, manifests, MCP) only when a tool runs
+
     try:
         charge = lambda cost: exchange.charge(cost, f"tool {len(exchange.tool_calls) + 1}")  # noqa: E731
         outcome = run_site_tool(exchange.account.account_id, tool.site, call.name, call.arguments, charge=charge, remaining=exchange.remaining)
@@ -168,25 +172,33 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
 
 
 def new_exchange(account: Account) -> Exchange:
-    return Exchange(account=account, exchange_id=new_id("chat"), deadline=time.monotonic() + get_settings().chat_timeout_seconds)
+    return Exchange(
+        account=account,
+        exchange_id=new_id("chat"),
+        deadline=time.monotonic() + get_settings().chat_timeout_seconds,
+        account_item=account.item,
+    )
 
 
 def chat(exchange: Exchange, token: str, message: str, model: str | None) -> dict[str, Any]:
     """Run one exchange; `exchange` records what happened (tool calls, events, credits) even when it fails."""
-    session = find_session(token, exchange.account)
+    # The session and its history in one Query (issue 22: fewer round trips per exchange).
+    session, recent = find_session_with_history(token, exchange.account, HISTORY_MESSAGES - 1)
     try:
-        return _run(exchange, session, message, model)
+        return _run(exchange, session, recent, message, model)
     except ConduitError as error:
         if error.code == "STREAM_ABORTED":
             _record_abort(exchange, session)
         raise
 
 
-def _run(exchange: Exchange, session: dict[str, Any], message: str, model: str | None) -> dict[str, Any]:
+def _run(
+    exchange: Exchange, session: dict[str, Any], recent: list[dict[str, Any]], message: str, model: str | None
+) -> dict[str, Any]:
     account = exchange.account
     provider, model_id = resolve_model(model or session["model"])
     tools = available_tools(account, session)
-    messages = [*_history(session), Message(role="user", content=message)]
+    messages = [*_history(recent), Message(role="user", content=message)]
     system = session.get("systemPrompt")
     answer, finish_reason, streamed = "", "max_rounds", False
     for round_number in range(1, DEFAULT_MAX_ROUNDS + 1):

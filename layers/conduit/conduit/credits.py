@@ -36,7 +36,7 @@ import hashlib
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -165,11 +165,15 @@ class ModelTurnHold:
         self.amount = amount  # credits held (priced) or spent up front (unpriced)
         self.cost = cost
         self.state = state  # held | settled | prepaid | released
+        # The balances as this hold's own write left them, when it wrote them: the settlement's
+        # first round starts from them (no read); a rival's change since fails its conditions.
+        self.after_hold: _Balance | None = None
 
     def settle(self, usage: Usage) -> int:
         """Charge the turn's actual cost and free the hold; the cost charged."""
         if self.state == "held":
-            self.cost = _settle(self.account_id, self.key, self.reason, turn_cost(self.price, usage))
+            known = (self.after_hold, None, {"amount": self.amount}) if self.after_hold is not None else None
+            self.cost = _settle(self.account_id, self.key, self.reason, turn_cost(self.price, usage), known=known)
             self.state = "settled"
         return self.cost
 
@@ -199,23 +203,30 @@ def hold_model_turn(
     lease_until: float,
     *,
     system: str | None = None,
+    account_item: dict[str, Any] | None = None,
 ) -> ModelTurnHold:
     """Hold (or, unpriced, spend) the credits of one turn of `model` under `key`; see ModelTurnHold.
-    `lease_until` (epoch seconds): when a hold nobody settled may be taken back."""
+    `lease_until` (epoch seconds): when a hold nobody settled may be taken back. `account_item`: the
+    account as the caller read it moments ago (the gate's read): the first round writes from it
+    without reading (one request instead of two); if it is stale, the write's conditions fail and
+    the usual rounds read afresh. It is never trusted to refuse: a refusal is decided on a read."""
     price = price_of(model)
+    known = (balance_of(account_item), None, None) if account_item is not None else None
     if price is None:
         cost = get_tiers().costs.model_turn
         _require_positive("amount", cost)
         # Fingerprinted as a turn, like a settlement: a step retried after the tiers file priced
         # (or unpriced) its model finds the turn paid rather than a key reused.
-        marker = _change(account_id, -cost, reason, key, usage=True, request=_fingerprint("turn", reason))
+        marker = _change(account_id, -cost, reason, key, usage=True, request=_fingerprint("turn", reason), known=known)
         cost = _cost_of(marker, cost)  # a retry: what the turn was charged then
         return ModelTurnHold(account_id, key, reason, price=None, amount=cost, cost=cost, state="prepaid")
     amount = hold_amount(model, price, messages, tools, system)
-    held, settled_cost = _hold(account_id, amount, reason, key, lease_until)
+    held, settled_cost, after_hold = _hold(account_id, amount, reason, key, lease_until, known=known)
     if settled_cost is not None:  # a retry of a turn already settled: it was charged once
         return ModelTurnHold(account_id, key, reason, price=price, amount=0, cost=settled_cost, state="settled")
-    return ModelTurnHold(account_id, key, reason, price=price, amount=held, cost=0, state="held")
+    hold = ModelTurnHold(account_id, key, reason, price=price, amount=held, cost=0, state="held")
+    hold.after_hold = after_hold
+    return hold
 
 
 def open_holds(account_id: str) -> list[dict[str, Any]]:
@@ -223,19 +234,25 @@ def open_holds(account_id: str) -> list[dict[str, Any]]:
     return Repository().query_page(account_pk(account_id), sk_prefix=HOLD_PREFIX, limit=1000).items
 
 
-def _hold(account_id: str, amount: int, reason: str, key: str, lease_until: float) -> tuple[int, int | None]:
-    """(credits held, None), or (0, cost) when the turn under `key` was settled already."""
+def _hold(
+    account_id: str, amount: int, reason: str, key: str, lease_until: float, *, known: _Snapshot | None = None
+) -> tuple[int, int | None, _Balance | None]:
+    """(credits held, None, the balances after this write, when it wrote), or (0, cost, None) when
+    the turn under `key` was settled already."""
     _require_text("reason", reason, 500)
     _require_text("key", key, MAX_KEY_LENGTH)
     table = Repository()
     reclaimed = False
-    for _ in _attempts(account_id):
-        seen, marker, hold = _read(table, account_id, key, with_hold=True)
+    for attempt in _rounds(account_id, known):
+        seen, marker, hold = known if attempt == _KNOWN and known is not None else _read(table, account_id, key, with_hold=True)
         if marker is not None:
-            return 0, _cost_of(marker, get_tiers().costs.model_turn)
+            return 0, _cost_of(marker, get_tiers().costs.model_turn), None
         if hold is not None:  # a retry of the same step: its hold stands, take it over
-            return int(hold["amount"]), None
+            return int(hold["amount"]), None, None
         if amount > seen.available:
+            if attempt == _KNOWN:
+                continue  # refused only on a read
+
             if not reclaimed and _reclaim_expired_holds(table, account_id):
                 reclaimed = True
                 continue
@@ -255,18 +272,18 @@ def _hold(account_id: str, amount: int, reason: str, key: str, lease_until: floa
             write_transaction(table.client, items)
         except ConditionsFailed:
             continue
-        return amount, None
+        return amount, None, replace(after, changed_at=at)
     raise AssertionError("unreachable")
 
 
-def _settle(account_id: str, key: str, reason: str, cost: int) -> int:
+def _settle(account_id: str, key: str, reason: str, cost: int, *, known: _Snapshot | None = None) -> int:
     """Charge a held turn's actual `cost` (one ledger entry) and free its hold; the cost charged.
     A cost above what the balance still covers (its hold and the credits nobody holds: an input
     estimate that undershot, or a hold taken back after its lease) is charged as far as it goes."""
     table = Repository()
     request = _fingerprint("turn", reason)
-    for _ in _attempts(account_id):
-        seen, marker, hold = _read(table, account_id, key, with_hold=True)
+    for attempt in _rounds(account_id, known):
+        seen, marker, hold = known if attempt == _KNOWN and known is not None else _read(table, account_id, key, with_hold=True)
         if marker is not None:
             return _cost_of(_replayed(marker, request), cost)
         held_here = int(hold["amount"]) if hold else 0
@@ -359,7 +376,14 @@ class _Balance:
 
 
 def _change(
-    account_id: str, delta: int, reason: str, key: str, *, usage: bool = False, request: str | None = None
+    account_id: str,
+    delta: int,
+    reason: str,
+    key: str,
+    *,
+    usage: bool = False,
+    request: str | None = None,
+    known: _Snapshot | None = None,
 ) -> dict[str, Any]:
     """Apply `delta` under `key` once; the marker (outcome) of the change. `usage` (a spend)
     must leave the holds covered, and starts an auto top-up when it leaves the balance under
@@ -369,12 +393,14 @@ def _change(
     table = Repository()
     request = request or _fingerprint("change", delta, reason)
     reclaimed = False
-    for _ in _attempts(account_id):
-        seen, marker, _hold = _read(table, account_id, key)
+    for attempt in _rounds(account_id, known):
+        seen, marker, _hold = known if attempt == _KNOWN and known is not None else _read(table, account_id, key)
         if marker is not None:
             return _replayed(marker, request)  # a retry: the original outcome, nothing written
         after = seen.changed(delta)
         if after.credits < 0 or (usage and after.available < 0):
+            if attempt == _KNOWN:
+                continue  # refused only on a read
             if usage and not reclaimed and _reclaim_expired_holds(table, account_id):
                 reclaimed = True
                 continue
@@ -517,6 +543,18 @@ def _next_timestamp(seen: _Balance) -> str:
     now = datetime.now(UTC)
     after_previous = parse_iso(seen.changed_at) + timedelta(microseconds=1)
     return iso(max(now, after_previous))
+
+
+_KNOWN = -1  # the round that writes from a snapshot the caller already holds
+_Snapshot = tuple["_Balance", dict[str, Any] | None, dict[str, Any] | None]  # (balances, marker, hold), as _read returns
+
+
+def _rounds(account_id: str, known: _Snapshot | None) -> Iterator[int]:
+    """With a known snapshot, first a round that writes from it without reading (its conditions are
+    the same, so a stale snapshot only costs that failed write); then the usual rounds, all of them."""
+    if known is not None:
+        yield _KNOWN
+    yield from _attempts(account_id)
 
 
 def _attempts(account_id: str) -> Iterator[int]:

@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conduit import safe_json
 from conduit.errors import ConduitError
-from conduit.json_schemas import schema_problems
 from conduit.outbound import (
     GuardedClient,
     OutboundError,
@@ -260,6 +259,8 @@ def _tool(raw: Any, field_prefix: str) -> tuple[Tool | None, list[dict[str, str]
 
 
 def _schema_problems(field_name: str, schema: dict[str, Any]) -> list[dict[str, str]]:
+    from conduit.json_schemas import schema_problems  # jsonschema only where manifests are read (~40 ms of import)
+
     # Only references inside the schema itself are followed (json_schemas.py): nothing a manifest
     # names is fetched except its call and OAuth URLs. A reference elsewhere leaves the tool out.
     problems = [_detail(f"{field_name}.{path}" if path else field_name, message) for path, message in schema_problems(schema)]

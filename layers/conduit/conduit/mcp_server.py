@@ -35,7 +35,6 @@ from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.runs import RunsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.runs import start_run
-from conduit.tool_calls import check_arguments, run_site_tool
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -172,6 +171,9 @@ def call(caller: Caller, tool_name: str, arguments: dict[str, Any]) -> dict[str,
     tool = find_tool(account, tool_name)
     if tool is None:
         raise LookupError(tool_name)
+    # The site-call stack (httpx, manifests, jsonschema) only for tools/call, not initialize or tools/list.
+    from conduit.tool_calls import check_arguments, run_site_tool
+
     try:
         account = account_for(caller, None, "write")  # a viewer lists tools but cannot call them
         if tool.site is not None:

@@ -32,7 +32,6 @@ from conduit.repositories.runs import RUNNING, RunsRepository, message_sk, step_
 from conduit.runs import ENDING_ERRORS, EXECUTION_ENDINGS, end_run, start_run
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
-from conduit.tool_calls import run_site_tool
 
 HISTORY_MESSAGES = 20  # as in chat: the model sees at most this many messages
 STORED_RESULT_CHARS = 64 * 1024  # a DynamoDB item holds 400 KB; the model sees at most this much of a result
@@ -207,6 +206,8 @@ def tool_call(run_ids: dict[str, str], round_number: int, call_index: int, step_
 
         def remaining() -> float:
             return max(0.1, min(step_deadline, _run_deadline(run)) - time.monotonic())
+
+        from conduit.tool_calls import run_site_tool  # the site-call stack only in the tool step
 
         try:
             outcome = run_site_tool(run["accountId"], tool.site, call["name"], call["arguments"], charge=charge, remaining=remaining)

@@ -78,9 +78,23 @@ def create_session(
 def find_session(token: str, account: Account, *, allow_expired: bool = False) -> dict[str, Any]:
     """The caller's session: INVALID_SESSION (malformed), SESSION_NOT_FOUND (unknown or someone
     else's), SESSION_EXPIRED (past expiresAt, until TTL purges it)."""
+    _check_token(token)
+    return _checked(SessionsRepository().find(token), account, allow_expired)
+
+
+def find_session_with_history(token: str, account: Account, count: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`find_session`, with the session's last `count` messages (oldest first), in one request."""
+    _check_token(token)
+    session, recent = SessionsRepository().find_with_recent(token, count)
+    return _checked(session, account, False), recent
+
+
+def _check_token(token: str) -> None:
     if not TOKEN_PATTERN.fullmatch(token):
         raise ConduitError("INVALID_SESSION", "Session tokens look like sess_ followed by 32 or more URL-safe characters")
-    session = SessionsRepository().find(token)
+
+
+def _checked(session: dict[str, Any] | None, account: Account, allow_expired: bool) -> dict[str, Any]:
     if session is None or session["accountId"] != account.account_id:
         raise ConduitError("SESSION_NOT_FOUND")
     if not allow_expired and int(session["expiresAt"]) <= time.time():

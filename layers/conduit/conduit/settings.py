@@ -2,19 +2,37 @@
 
 Every knob the platform has is a field here, named as its environment
 variable. A bad value fails the cold start loudly instead of a request later.
+A plain pydantic model filled from `os.environ` (names matched case-insensitively,
+as pydantic-settings did): pydantic-settings and python-dotenv cost every cold
+start 15-35 ms of import for nothing else (issue 22).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, values: Any) -> Any:
+        """`Settings()` reads the environment; values passed explicitly win."""
+        if not isinstance(values, dict):
+            return values
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        read = {}
+        for field in cls.model_fields.values():
+            alias = field.validation_alias
+            if isinstance(alias, str) and alias.lower() in environment:
+                read[alias] = environment[alias.lower()]
+        return {**read, **values}
 
     # The one DynamoDB table (see repositories/TABLE.md).
     table_name: str = Field("conduit", validation_alias="TABLE_NAME")

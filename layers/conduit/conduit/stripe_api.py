@@ -1,7 +1,8 @@
 """The one way Conduit talks to Stripe: its keys, its client, and its errors as ConduitErrors.
 
-Imported only by the billing and Stripe webhook functions (stripe costs ~100 ms of cold
-start); the rest of the layer never imports it.
+Imported only by the billing and Stripe webhook functions, and `stripe` itself (with
+requests and httpx, 30-100 ms of import) only when a call or a webhook needs it: most
+billing routes (`GET /billing`, the ledger, settings) never talk to Stripe.
 
 - Keys: STRIPE_SECRET_KEY / STRIPE_WEBHOOK_SECRET when set (local runs and tests);
   otherwise, outside local mode, the Secrets Manager secrets STRIPE_SECRET_KEY_ID /
@@ -19,14 +20,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import stripe
 from aws_lambda_powertools.utilities import parameters
 from pydantic import SecretStr
 
 from conduit.errors import ConduitError, validation_error
 from conduit.observability import logger
 from conduit.settings import get_settings
+
+if TYPE_CHECKING:
+    import stripe
 
 NETWORK_RETRIES = 2  # stripe-python retries with the same Idempotency-Key
 AUTHENTICATION_REQUIRED_MESSAGE = (
@@ -70,6 +74,8 @@ def client() -> stripe.StripeClient:
 
 @lru_cache(maxsize=4)
 def _client_for(key: str, api_base: str) -> stripe.StripeClient:
+    import stripe
+
     return stripe.StripeClient(
         key, base_addresses={"api": api_base} if api_base else None, max_network_retries=NETWORK_RETRIES
     )
@@ -86,6 +92,8 @@ def payment_failed(error: stripe.CardError) -> ConduitError:
 @contextmanager
 def calling_stripe(action: str) -> Iterator[None]:
     """Stripe's errors, raised inside, as the ConduitErrors a client can act on."""
+    import stripe
+
     try:
         yield
     except stripe.CardError as error:

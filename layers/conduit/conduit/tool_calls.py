@@ -18,11 +18,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-
 from conduit import mcp_sites
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
-from conduit.json_schemas import instance_problems
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
 from conduit.rate_limit import RateLimiter
@@ -43,6 +41,8 @@ def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def check_arguments(tool: dict[str, Any], arguments: Any) -> None:
+    from conduit.json_schemas import instance_problems  # jsonschema only when a tool is called (~40 ms of import)
+
     problems = instance_problems(tool["inputSchema"], arguments, limit=50)
     if problems:
         details = [{"field": f"arguments.{path}" if path else "arguments", "message": message} for path, message in problems]

@@ -11,7 +11,7 @@ counter) goes through `repositories.base.write_transaction`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -68,6 +68,9 @@ class Account:
     # The two balances whose sum is `credits` (API.md §15); see credits.py.
     monthly_credits: int = 0
     purchased_credits: int = 0
+    # The item as read (strongly consistent, by the gate or the workspace check): GET /billing and a
+    # chat's first credits write start from it instead of reading it again (issue 22). Never compared.
+    item: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_item(cls, item: dict[str, Any], *, now: datetime | None = None) -> Account:
@@ -87,6 +90,7 @@ class Account:
             monthly_credits=int(item.get("monthlyCredits", 0)),
             # An item from before the two balances has only `credits`: they read as purchased.
             purchased_credits=int(item["purchasedCredits"]) if "purchasedCredits" in item else int(item["credits"]) - int(item.get("monthlyCredits", 0)),
+            item=item,
         )
 
 

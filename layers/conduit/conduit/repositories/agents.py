@@ -20,6 +20,12 @@ def agent_key(agent_id: str) -> dict[str, str]:
     return {"PK": f"AGENT#{agent_id}", "SK": "AGENT"}
 
 
+def prefetch_agent(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
+    """The `/agents/{agentId}…` routes' agent, read by the gate (conduit.auth.prefetch)."""
+    key = agent_key(path_parameters["agentId"])
+    return [(key["PK"], key["SK"])]
+
+
 def agents_of(account_id: str) -> str:
     return f"AGENTS#{account_id}"
 

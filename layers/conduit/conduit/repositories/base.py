@@ -11,6 +11,7 @@ import binascii
 import json
 import random
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -26,6 +27,16 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 KEY_ATTRIBUTES = ("PK", "SK", "GSI1PK", "GSI1SK")
+
+# Items the gate read for this request's route in its one BatchGetItem (conduit.auth.prefetch), absent
+# ones as None: `Repository.get` answers each from here once instead of a GetItem of its own (issue 22).
+# A ContextVar, so threads serving requests in one process never see each other's.
+_PREFETCHED: ContextVar[dict[tuple[str, str], dict[str, Any] | None]] = ContextVar("prefetched")
+
+
+def set_prefetched(found: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+    """What this request's gate read for its route (an empty dict clears the last request's)."""
+    _PREFETCHED.set(dict(found))
 
 
 @lru_cache(maxsize=1)
@@ -96,7 +107,17 @@ class Repository:
         self.client = client or dynamodb_client()
         self.table_name = table_name or get_settings().table_name
 
+    def take_prefetched(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any] | None] | None:
+        """These items as this request's gate read them (None for absent ones), if it read them all."""
+        prefetched = _PREFETCHED.get(None)
+        if not prefetched or any(key not in prefetched for key in keys):
+            return None
+        return {key: prefetched.pop(key) for key in keys}
+
     def get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        prefetched = _PREFETCHED.get(None)
+        if prefetched and (pk, sk) in prefetched:  # read consistently by this request's gate, used once
+            return prefetched.pop((pk, sk))
         response = self.client.get_item(
             TableName=self.table_name, Key=to_item({"PK": pk, "SK": sk}), ConsistentRead=True
         )

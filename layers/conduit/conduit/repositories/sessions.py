@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item, write_transaction
+from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
 
 MESSAGE_PREFIX = "MSG#"
 ABORT_PREFIX = "ABORT#"
@@ -17,6 +17,11 @@ ABORT_PREFIX = "ABORT#"
 
 def session_pk(token: str) -> str:
     return f"SESSION#{token}"
+
+
+def prefetch_session(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
+    """The `/sessions/{sessionToken}` routes' session, read by the gate (conduit.auth.prefetch)."""
+    return [(session_pk(path_parameters["sessionToken"]), "SESSION")]
 
 
 class SessionsRepository(Repository):
@@ -33,13 +38,24 @@ class SessionsRepository(Repository):
     def find(self, token: str) -> dict[str, Any] | None:
         return self.get(session_pk(token), "SESSION")
 
+    def find_with_recent(self, token: str, count: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The session and its last `count` messages (oldest first) in one consistent Query: newest
+        first, `SESSION` sorts after every `MSG#…` key, and `ABORT#…` keys (before `MSG#`) stay out."""
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues={":pk": {"S": session_pk(token)}, ":first": {"S": MESSAGE_PREFIX}, ":last": {"S": "SESSION"}},
+            ScanIndexForward=False,
+            Limit=count + 1,
+            ConsistentRead=True,
+        )
+        items = [from_item(item) for item in response.get("Items", [])]
+        if not items or items[0]["SK"] != "SESSION":
+            return None, []
+        return items[0], list(reversed(items[1:]))
+
     def list_for_account(self, account_id: str, limit: int, cursor: str | None) -> Page:
         return self.query_page(f"SESSIONS#{account_id}", index="GSI1", limit=limit, cursor=cursor, newest_first=True)
-
-    def recent_messages(self, token: str, count: int) -> list[dict[str, Any]]:
-        """The last `count` messages, oldest first."""
-        page = self.query_page(session_pk(token), sk_prefix=MESSAGE_PREFIX, limit=count, newest_first=True)
-        return list(reversed(page.items))
 
     def all_messages(self, token: str) -> list[dict[str, Any]]:
         return self.query_all(session_pk(token), sk_prefix=MESSAGE_PREFIX)

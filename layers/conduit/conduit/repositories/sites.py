@@ -17,6 +17,11 @@ from conduit.repositories.base import ConditionsFailed, Page, Repository, from_i
 SITE_PREFIX = "SITE#"
 
 
+def prefetch_site(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
+    """The `/vault/sites/{siteId}` routes' site of the caller's own account, read by the gate (conduit.auth.prefetch)."""
+    return [(account_pk(account_id), f"{SITE_PREFIX}{path_parameters['siteId']}")]
+
+
 def _site_key(account_id: str, site_id: str) -> dict[str, Any]:
     return to_item({"PK": account_pk(account_id), "SK": f"{SITE_PREFIX}{site_id}"})
 

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
+from conduit.repositories.base import (
+    ConditionsFailed,
+    Page,
+    Repository,
+    from_item,
+    set_prefetched,
+    to_item,
+    write_transaction,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +103,13 @@ class UsersRepository(Repository):
         return self.get_user(claim["userId"]) if claim else None
 
     def load_request_state(
-        self, user_id: str, session_id: str, account_id: str
+        self, user_id: str, session_id: str, account_id: str, extra: tuple[tuple[str, str], ...] = ()
     ) -> tuple[User | None, LoginSession | None, dict[str, Any] | None]:
-        """User, login session and account in one consistent BatchGetItem: the per-request auth read."""
-        found = self._batch_get(
-            [("USER#" + user_id, "PROFILE"), ("USER#" + user_id, f"LOGIN#{session_id}"), (f"ACCOUNT#{account_id}", "ACCOUNT")]
-        )
+        """User, login session and account in one consistent BatchGetItem: the per-request auth read.
+        `extra` keys (the route's own reads, conduit.auth.prefetch) ride along: see `set_prefetched`."""
+        own = [("USER#" + user_id, "PROFILE"), ("USER#" + user_id, f"LOGIN#{session_id}"), (f"ACCOUNT#{account_id}", "ACCOUNT")]
+        found = self._batch_get(own + [key for key in extra if key not in own])
+        set_prefetched({key: found.get(key) for key in extra})
         user = found.get((f"USER#{user_id}", "PROFILE"))
         session = found.get((f"USER#{user_id}", f"LOGIN#{session_id}"))
         return (
@@ -110,18 +119,19 @@ class UsersRepository(Repository):
         )
 
     def load_key_state(
-        self, user_id: str, key_id: str
+        self, user_id: str, key_id: str, extra: tuple[tuple[str, str], ...] = ()
     ) -> tuple[User | None, dict[str, Any] | None, dict[str, Any] | None]:
         """The per-request auth read of an API-key call, the same one BatchGetItem: the maker, the
-        key (live `APIKEY#` or revoked `REVOKEDKEY#` item, whichever exists) and the personal account."""
-        found = self._batch_get(
-            [
-                (f"USER#{user_id}", "PROFILE"),
-                (f"USER#{user_id}", f"APIKEY#{key_id}"),
-                (f"USER#{user_id}", f"REVOKEDKEY#{key_id}"),
-                (f"ACCOUNT#{user_id}", "ACCOUNT"),
-            ]
-        )
+        key (live `APIKEY#` or revoked `REVOKEDKEY#` item, whichever exists) and the personal account;
+        and the route's `extra` keys, as in `load_request_state`."""
+        own = [
+            (f"USER#{user_id}", "PROFILE"),
+            (f"USER#{user_id}", f"APIKEY#{key_id}"),
+            (f"USER#{user_id}", f"REVOKEDKEY#{key_id}"),
+            (f"ACCOUNT#{user_id}", "ACCOUNT"),
+        ]
+        found = self._batch_get(own + [key for key in extra if key not in own])
+        set_prefetched({key: found.get(key) for key in extra})
         user = found.get((f"USER#{user_id}", "PROFILE"))
         key = found.get((f"USER#{user_id}", f"APIKEY#{key_id}")) or found.get((f"USER#{user_id}", f"REVOKEDKEY#{key_id}"))
         return User.from_item(user) if user else None, key, found.get((f"ACCOUNT#{user_id}", "ACCOUNT"))

@@ -18,6 +18,16 @@ MEMBER_PREFIX = "MEMBER#"
 MEMBERS_COUNTER = "workspaceMembers"
 
 
+def membership_keys(workspace_id: str, user_id: str) -> list[tuple[str, str]]:
+    return [(account_pk(workspace_id), "ACCOUNT"), (account_pk(workspace_id), f"{MEMBER_PREFIX}{user_id}")]
+
+
+def prefetch_membership(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
+    """The `/workspaces/{workspaceId}…` routes' workspace and the caller's membership, read by the
+    gate (conduit.auth.prefetch); `account_id` is the caller's own, whose id is the user's."""
+    return membership_keys(path_parameters["workspaceId"], account_id)
+
+
 def _member_key(workspace_id: str, user_id: str) -> dict[str, Any]:
     return to_item({"PK": account_pk(workspace_id), "SK": f"{MEMBER_PREFIX}{user_id}"})
 
@@ -43,14 +53,19 @@ class WorkspacesRepository(Repository):
         create_counted(self.client, self.table_name, owner["workspaceId"], MEMBERS_COUNTER, max_members, [*account_items, put_owner])
 
     def membership(self, workspace_id: str, user_id: str) -> tuple[Account | None, str | None]:
-        """The workspace account and the user's role in it, in one consistent BatchGetItem."""
-        keys = [to_item({"PK": account_pk(workspace_id), "SK": "ACCOUNT"}), _member_key(workspace_id, user_id)]
-        response = self.client.batch_get_item(RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}})
-        items = [from_item(item) for item in response["Responses"][self.table_name]]
-        for key in response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", []):
-            item = self.get(key["PK"]["S"], key["SK"]["S"])
-            if item:
-                items.append(item)
+        """The workspace account and the user's role in it, in one consistent BatchGetItem (the
+        gate's, for the `/workspaces/{workspaceId}…` routes: `prefetch_membership`)."""
+        taken = self.take_prefetched(membership_keys(workspace_id, user_id))
+        if taken is not None:
+            items = [item for item in taken.values() if item]
+        else:
+            keys = [to_item({"PK": account_pk(workspace_id), "SK": "ACCOUNT"}), _member_key(workspace_id, user_id)]
+            response = self.client.batch_get_item(RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}})
+            items = [from_item(item) for item in response["Responses"][self.table_name]]
+            for key in response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", []):
+                item = self.get(key["PK"]["S"], key["SK"]["S"])
+                if item:
+                    items.append(item)
         account = next((Account.from_item(item) for item in items if item["SK"] == "ACCOUNT"), None)
         role = next((item["role"] for item in items if item["SK"].startswith(MEMBER_PREFIX)), None)
         return account, role
