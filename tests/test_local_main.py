@@ -107,3 +107,20 @@ def test_make_dev_stops_on_sigterm_to_make_and_on_ctrl_c(how):
             os.killpg(process.pid, signal.SIGKILL)
     assert "Conduit local stack stopped." in out, out + err
     assert "Traceback" not in err, err
+
+
+def test_the_stacks_processes_never_get_ctrl_c(client):
+    """Ctrl-C signals the terminal's whole process group: the emulator and every function worker
+    have SIGINT blocked from birth (a worker still starting once printed a KeyboardInterrupt
+    traceback), and the stack stops them itself."""
+    assert client.get("/health").status_code == 200  # at least one function worker exists
+    spawned = []
+    for pid in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for child in pid.read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            if b"multiprocessing.spawn" in command:
+                status = Path(f"/proc/{child}/status").read_text()
+                blocked = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+                spawned.append((child, bool(blocked & (1 << (signal.SIGINT - 1)))))
+    assert len(spawned) >= 2, spawned  # the emulator and a worker
+    assert all(blocked for _, blocked in spawned), spawned

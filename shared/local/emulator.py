@@ -33,6 +33,7 @@ from typing import Any
 import boto3
 
 from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, EventRule, Template
+from shared.local.workers import start_without_ctrl_c
 
 EMULATOR_LOCK = threading.RLock()
 
@@ -234,7 +235,7 @@ class Emulator:
         self._process = context.Process(
             target=_serve, args=(child, self._port, self.lambda_endpoint, self.event_rules), name="emulator", daemon=True
         )
-        self._process.start()
+        start_without_ctrl_c(self._process)
         child.close()
         if not parent.poll(60):
             self.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any, TextIO
@@ -132,6 +134,21 @@ def report_error(function: str, error: BaseException, stream: TextIO | None = No
         traceback.print_exception(error, file=stream)
 
 
+def start_without_ctrl_c(process: multiprocessing.process.BaseProcess) -> None:
+    """Start a process of the stack's (a worker, the emulator) with SIGINT blocked.
+
+    Ctrl-C signals the terminal's whole process group, which Lambda's sandboxes never see: the
+    stack stops its processes itself. A signal blocked in the starting thread stays blocked
+    across fork and exec, so the child never gets it, not even while it is still starting."""
+    # Starting multiprocessing's resource tracker unblocks SIGINT in the calling thread: start it first.
+    resource_tracker.ensure_running()
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+
+
 def _worker_main(connection: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
     os.environ.update(environment)
     try:
@@ -164,7 +181,7 @@ class _Worker:
         self.process = _spawn.Process(
             target=_worker_main, args=(child_connection, spec, environment), daemon=True, name=spec.logical_id
         )
-        self.process.start()
+        start_without_ctrl_c(self.process)
         child_connection.close()
         try:
             status, detail = self.connection.recv()
