@@ -102,14 +102,14 @@ def test_a_key_authenticated_call_costs_the_same_two_requests(handler, lambda_co
     assert calls == ["BatchGetItem", "UpdateItem"]  # user + key (live or revoked) + account, then the rate counter
 
 
-def test_a_keys_only_route_refuses_an_access_token_before_reading_anything(aws, lambda_context):
+def test_an_mcp_route_refuses_a_rest_access_token_before_reading_anything(aws, lambda_context):
     from conduit import api_keys
-    from conduit.auth import keys_only
+    from conduit.auth import mcp_credentials
 
     app = make_resolver()
 
     @app.get("/keyed")
-    @keys_only
+    @mcp_credentials
     def keyed(caller: Annotated[Caller, Depends(current_caller)]) -> dict:
         return {"user": caller.user_id}
 

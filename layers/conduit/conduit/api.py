@@ -65,9 +65,21 @@ def _is_json(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
-def _refuse_unreadable_body(event: dict[str, Any]) -> None:
+_FORM_BODY = "__conduit_form_body__"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def form_body(handler: Any) -> Any:
+    """Mark a route that reads a form-encoded body itself (the OAuth endpoints: RFC 6749 requires
+    `application/x-www-form-urlencoded`, and the consent page's HTML forms send it)."""
+    setattr(handler, _FORM_BODY, True)
+    return handler
+
+
+def _refuse_unreadable_body(event: dict[str, Any], accepts_form: bool = False) -> None:
     """JSON in (API.md §1): a body over the cap, or one declared as anything but JSON, is refused
-    here; left to Powertools, a form body would be parsed as a form and an unknown type would 500."""
+    here; left to Powertools, a form body would be parsed as a form and an unknown type would 500.
+    A `form_body` route takes a form too."""
     size = _body_size(event)
     if size > MAX_BODY_BYTES:
         raise ConduitError(
@@ -78,6 +90,8 @@ def _refuse_unreadable_body(event: dict[str, Any]) -> None:
     headers = event.get("headers") or {}
     header = next((name for name in headers if name.lower() == "content-type"), None)
     if not size or header is None:
+        return
+    if accepts_form and headers[header].split(";", 1)[0].strip().lower() == FORM_TYPE:
         return
     if not _is_json(headers[header]):
         raise ConduitError(
@@ -100,7 +114,7 @@ class _ConduitResolverMixin:
         event = resolver.current_event.raw_event
         is_registered = any(route is known for known in (*resolver._static_routes, *resolver._dynamic_routes))
         try:
-            _refuse_unreadable_body(event)
+            _refuse_unreadable_body(event, getattr(route.func, _FORM_BODY, False))
             if is_registered:
                 result = gate(
                     route.func, route.path, dict(resolver.current_event.headers or {}), _source_ip(event), route_arguments

@@ -30,10 +30,15 @@ _KEY_PATTERN = re.compile(r"^cdk_(?P<key>[0-9a-f]{24})(?P<user>[0-9a-f]{24})(?P<
 
 @dataclass(frozen=True, slots=True)
 class KeyGrant:
-    """What an authenticated key allows: acting as its maker on the account it names."""
+    """What an authenticated key (or an OAuth grant of /mcp) allows: acting as its maker on the
+    account it names, within `scopes` (None: everything the maker may do there)."""
 
     key_id: str
     account_id: str
+    scopes: frozenset[str] | None = None
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
 
 
 def is_api_key(token: str) -> bool:

@@ -28,11 +28,11 @@ from conduit.repositories.base import set_prefetched
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
-from conduit.tokens import verify_access_token
+from conduit.tokens import verify_access_token, verify_mcp_access_token
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 _PUBLIC = "__conduit_public__"
-_KEYS_ONLY = "__conduit_keys_only__"
+_MCP_CREDENTIALS = "__conduit_mcp_credentials__"
 _PREFETCH = "__conduit_prefetch__"
 # The keys a route prefetches, from its path parameters and the caller's personal account id.
 Prefetch = Callable[[dict[str, str], str], list[tuple[str, str]]]
@@ -83,11 +83,20 @@ def _prefetch_keys(handler: Callable[..., Any], path_parameters: dict[str, str],
     )
 
 
-def keys_only(handler: Handler) -> Handler:
-    """Mark a route (/mcp) that takes API keys only: REST access tokens are bound to the REST API
-    (API.md §12.2), so a JWT there is INVALID_TOKEN, checked before anything is read."""
-    setattr(handler, _KEYS_ONLY, True)
+def mcp_credentials(handler: Handler) -> Handler:
+    """Mark a route (/mcp) that takes API keys and the access tokens of Conduit's OAuth server
+    (API.md §12.2). Tokens are bound both ways: a REST access token is INVALID_TOKEN here, and an
+    OAuth access token (audience `<base>/mcp`) is INVALID_TOKEN on the REST API."""
+    setattr(handler, _MCP_CREDENTIALS, True)
     return handler
+
+
+def request_origin(headers: dict[str, str], request_context: dict[str, Any] | None = None) -> str:
+    """The origin a request reached: a Function URL's is https; the local stack is plain http."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    host = lowered.get("host") or (request_context or {}).get("domainName") or "localhost"
+    scheme = lowered.get("x-forwarded-proto") or ("http" if get_settings().local_mode else "https")
+    return f"{scheme}://{host}"
 
 
 def current_caller(request: Request) -> Caller:
@@ -130,6 +139,21 @@ def authenticate_key(key: str, prefetch: Callable[[str], tuple[tuple[str, str], 
     return Caller(user=user, session_id=f"key:{key_id}", account=Account.from_item(account), key=grant)
 
 
+def authenticate_mcp(headers: dict[str, str], origin: str, prefetch: Callable[[str], tuple[tuple[str, str], ...]] = lambda _: ()) -> Caller:
+    """The caller behind an API key or an access token that Conduit's OAuth server issued for
+    `<origin>/mcp`: its user, acting on the account chosen at consent with the granted scopes."""
+    token = _bearer_token(headers)
+    if is_api_key(token):
+        return authenticate_key(token, prefetch)
+    claims = verify_mcp_access_token(token, f"{origin}/mcp", origin)
+    user_id, grant_id = str(claims["sub"]), str(claims["gid"])
+    user, grant, account = UsersRepository().load_grant_state(user_id, grant_id, prefetch(user_id))
+    if user is None or grant is None or account is None or user.disabled or grant.get("revoked"):
+        raise ConduitError("TOKEN_REVOKED")
+    scopes = frozenset(str(claims["scope"]).split())
+    return Caller(user=user, session_id=f"oauth:{grant_id}", account=Account.from_item(account), key=KeyGrant(grant_id, grant["accountId"], scopes))
+
+
 def authenticate(headers: dict[str, str], prefetch: Callable[[str], tuple[tuple[str, str], ...]] = lambda _: ()) -> Caller:
     """The caller behind the bearer token, or the 401 that says why not. `prefetch(account_id)`: the
     route's own keys, read in the same BatchGetItem."""
@@ -169,9 +193,11 @@ def gate(
             window = RateLimiter().hit("ip", source_ip, tiers.unauthenticated_requests_per_minute)
         return GateResult(caller=None, rate_window=window)
 
-    if getattr(handler, _KEYS_ONLY, False) and not is_api_key(_bearer_token(headers)):
-        raise ConduitError("INVALID_TOKEN", "This endpoint takes an API key (Authorization: Bearer cdk_…); access tokens work only on the REST API")
-    caller = authenticate(headers, lambda account_id: _prefetch_keys(handler, path_parameters or {}, account_id))
+    prefetch = lambda account_id: _prefetch_keys(handler, path_parameters or {}, account_id)  # noqa: E731
+    if getattr(handler, _MCP_CREDENTIALS, False):
+        caller = authenticate_mcp(headers, request_origin(headers), prefetch)
+    else:
+        caller = authenticate(headers, prefetch)
     account = caller.account
     window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
     try:

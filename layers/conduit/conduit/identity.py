@@ -91,7 +91,8 @@ def register(email: str, password: str, name: str | None) -> Session:
     return _open_session(User.from_item(user_values))
 
 
-def login(email: str, password: str) -> Session:
+def check_password(email: str, password: str) -> User:
+    """The user with this email and password (login, and the OAuth consent page), or UNAUTHORIZED."""
     user = UsersRepository().find_by_email(normalize_email(email))
     # Always run the KDF, so an unknown email takes as long as a wrong password.
     password_matches = verify_password(password, user.password_hash if user else dummy_hash())
@@ -100,7 +101,11 @@ def login(email: str, password: str) -> Session:
     if needs_rehash(user.password_hash):
         # Only while the hash is the one just verified: a password changed meanwhile stands.
         UsersRepository().replace_password_hash(user.id, user.password_hash, hash_password(password))
-    return _open_session(user)
+    return user
+
+
+def login(email: str, password: str) -> Session:
+    return _open_session(check_password(email, password))
 
 
 def refresh(refresh_token: str) -> Session:

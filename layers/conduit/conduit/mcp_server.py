@@ -20,7 +20,7 @@ import binascii
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conduit import safe_json
@@ -63,6 +63,7 @@ class Answer:
 
     status: int
     body: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def error_message(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -165,12 +166,24 @@ def _failure(error: ConduitError) -> dict[str, Any]:
     return _text_result(f"{error.code}: {error.message}", is_error=True, structured={"code": error.code, "error": error.message})
 
 
+def require_scope(caller: Caller, scope: str) -> None:
+    """An OAuth access token works within the scopes the person granted (API keys have them all):
+    403 with the challenge that tells the client which scope to ask for (MCP step-up authorization)."""
+    if caller.key is not None and not caller.key.allows(scope):
+        raise ConduitError(
+            "PERMISSION_DENIED",
+            f"This access token was not granted the {scope} scope",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+
+
 def call(caller: Caller, tool_name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """A tools/call result. Every failure past finding the tool is an `isError` result."""
+    """A tools/call result. Every failure past finding the tool (and its scope) is an `isError` result."""
     account = account_for(caller, None, "read")
     tool = find_tool(account, tool_name)
     if tool is None:
         raise LookupError(tool_name)
+    require_scope(caller, "tools:call" if tool.site is not None else "agents:run")
     # The site-call stack (httpx, manifests, jsonschema) only for tools/call, not initialize or tools/list.
     from conduit.tool_calls import check_arguments, run_site_tool
 
@@ -295,6 +308,7 @@ def handle(body: str | None, headers: dict[str, str], caller: Caller) -> Answer:
         elif method == "ping":
             result = {}
         elif method == "tools/list":
+            require_scope(caller, "tools:read")
             account = account_for(caller, None, "read")
             result = {"tools": [tool.listing() for tool in account_tools(account).values()]}
         elif method == "tools/call":
@@ -310,7 +324,7 @@ def handle(body: str | None, headers: dict[str, str], caller: Caller) -> Answer:
             # endpoint); in the handshake era a 404 means "session expired", so it stays 200.
             return Answer(404 if modern else 200, error_message(request_id, METHOD_NOT_FOUND, f"Method not found: {method}"))
     except ConduitError as error:  # the account is gone, the caller left the workspace, …
-        return Answer(error.status, {**conduit_error_message(error), "id": request_id})
+        return Answer(error.status, {**conduit_error_message(error), "id": request_id}, dict(error.headers))
     if modern and method in CACHEABLE_METHODS:
         # 2026-07-28 caching hints: the tools are one account's (private) and change with its vault (0 ms).
         result = {**result, "ttlMs": 0, "cacheScope": "private"}

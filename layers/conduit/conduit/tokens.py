@@ -9,6 +9,7 @@ AWS runs take the same path.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,3 +69,75 @@ def new_refresh_token() -> str:
 def refresh_token_digest(token: str) -> str:
     """Refresh tokens are stored only as their SHA-256: a table dump reveals none."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- access tokens of Conduit's OAuth server, for /mcp only (API.md §12.2) ------------------
+
+MCP_ACCESS_TOKEN_TTL_SECONDS = 3600
+MCP_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "gid", "acc", "scope", "client_id"]
+
+
+def issue_mcp_access_token(
+    user_id: str, grant_id: str, account_id: str, scope: str, client_id: str, resource: str, issuer: str, now: datetime
+) -> str:
+    """Bound to the `/mcp` resource (RFC 8707: `aud` is its URL), so the REST API, which wants its
+    own audience, refuses it; `gid` names the grant whose revocation stops it."""
+    claims = {
+        "sub": user_id,
+        "gid": grant_id,
+        "acc": account_id,
+        "scope": scope,
+        "client_id": client_id,
+        "jti": secrets.token_urlsafe(12),  # two tokens issued in one second still differ
+        "iat": now,
+        "exp": now + timedelta(seconds=MCP_ACCESS_TOKEN_TTL_SECONDS),
+        "iss": issuer,
+        "aud": resource,
+    }
+    return jwt.encode(claims, _signing_key(), algorithm=ALGORITHM)
+
+
+def verify_mcp_access_token(token: str, resource: str, issuer: str) -> dict[str, Any]:
+    """The claims of an access token issued for `resource`, or INVALID_TOKEN / TOKEN_EXPIRED; a
+    REST access token (another audience) is INVALID_TOKEN here."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ConduitError("INVALID_TOKEN")
+    try:
+        return jwt.decode(
+            token,
+            _signing_key(),
+            algorithms=[ALGORITHM],
+            audience=resource,
+            issuer=issuer,
+            options={"require": MCP_REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError:
+        raise ConduitError("TOKEN_EXPIRED") from None
+    except jwt.PyJWTError:
+        raise ConduitError("INVALID_TOKEN") from None
+
+
+# --- the consent page's ticket: who signed in, for which authorization request --------------
+
+CONSENT_TICKET_TTL_SECONDS = 600
+_CONSENT_AUDIENCE = "conduit-oauth-consent"
+
+
+def issue_consent_ticket(user_id: str, request_digest: str, csrf: str, now: datetime) -> str:
+    """Carried by the consent form between sign-in and approval: bound to the person, to the exact
+    authorization request and to the browser's CSRF cookie, and short-lived."""
+    claims = {"sub": user_id, "req": request_digest, "csrf": csrf, "iat": now, "exp": now + timedelta(seconds=CONSENT_TICKET_TTL_SECONDS), "aud": _CONSENT_AUDIENCE}
+    return jwt.encode(claims, _signing_key(), algorithm=ALGORITHM)
+
+
+def read_consent_ticket(ticket: str, request_digest: str, csrf: str) -> str | None:
+    """The user id of a valid ticket for this request and this browser, else None."""
+    if len(ticket) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        claims = jwt.decode(ticket, _signing_key(), algorithms=[ALGORITHM], audience=_CONSENT_AUDIENCE, options={"require": ["exp", "sub", "req", "csrf"]})
+    except jwt.PyJWTError:
+        return None
+    if not (hmac.compare_digest(str(claims["req"]), request_digest) and hmac.compare_digest(str(claims["csrf"]), csrf)):
+        return None
+    return str(claims["sub"])

@@ -136,6 +136,17 @@ class UsersRepository(Repository):
         key = found.get((f"USER#{user_id}", f"APIKEY#{key_id}")) or found.get((f"USER#{user_id}", f"REVOKEDKEY#{key_id}"))
         return User.from_item(user) if user else None, key, found.get((f"ACCOUNT#{user_id}", "ACCOUNT"))
 
+    def load_grant_state(
+        self, user_id: str, grant_id: str, extra: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[User | None, dict[str, Any] | None, dict[str, Any] | None]:
+        """The per-request auth read of a call with an OAuth access token of /mcp, one BatchGetItem as
+        for keys: the user, the grant (revoked or gone: the token is dead) and the personal account."""
+        own = [(f"USER#{user_id}", "PROFILE"), (f"USER#{user_id}", f"OAUTHGRANT#{grant_id}"), (f"ACCOUNT#{user_id}", "ACCOUNT")]
+        found = self._batch_get(own + [key for key in extra if key not in own])
+        set_prefetched({key: found.get(key) for key in extra})
+        user = found.get((f"USER#{user_id}", "PROFILE"))
+        return User.from_item(user) if user else None, found.get(own[1]), found.get(own[2])
+
     def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         response = self.client.batch_get_item(
             RequestItems={self.table_name: {"Keys": [to_item({"PK": pk, "SK": sk}) for pk, sk in keys], "ConsistentRead": True}}
