@@ -92,8 +92,8 @@ def measure() -> list[dict[str, Any]]:
         requests.clear()
         call("AuthFunction", "POST", "/auth/refresh", {"refreshToken": refresh["refreshToken"]})
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
-        mcp_row, site_id = _mcp_tools_call(handlers, call, requests, token, api_key)
-        rows.append(mcp_row)
+        mcp_rows, site_id = _mcp_tools_call(handlers, call, requests, token, api_key, session_user)
+        rows.extend(mcp_rows)
         chat_row, session = _chat_exchange(handlers, call, requests, token)
         rows.append(chat_row)
         ids = {
@@ -156,8 +156,21 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
     return rows
 
 
-def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str) -> tuple[dict[str, Any], str]:
-    """One modern tools/call on POST /mcp (API key) of a loopback site's tool."""
+def _oauth_access_token(user_id: str) -> str:
+    """An access token of Conduit's OAuth server for the bench's origin (http://127.0.0.1), its
+    grant stored as the token endpoint stores it (how it was obtained does not change the call)."""
+    from conduit.ids import utc_now
+    from conduit.repositories.oauth import OAuthRepository
+    from conduit.tokens import issue_mcp_access_token
+
+    grant = {"grantId": "ogr_000000000000000000000001", "userId": user_id, "accountId": user_id, "clientId": "bench",
+             "scope": "tools:read tools:call agents:run", "resource": "http://127.0.0.1/mcp", "refreshDigest": "-", "revoked": False}
+    OAuthRepository().put_grant(grant)
+    return issue_mcp_access_token(user_id, grant["grantId"], user_id, grant["scope"], "bench", grant["resource"], "http://127.0.0.1", utc_now())
+
+
+def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: str, user_id: str) -> tuple[list[dict[str, Any]], str]:
+    """One modern tools/call on POST /mcp of a loopback site's tool, with an API key and with an OAuth access token."""
     import threading
     from http.server import ThreadingHTTPServer
 
@@ -176,27 +189,29 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
             "method": "tools/call",
             "params": {"name": tool, "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}},
         }
-        headers = [
-            ("Host", "127.0.0.1"),
-            ("Authorization", f"Bearer {api_key}"),
-            ("Content-Type", "application/json"),
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", tool),
-        ]
+        rows = []
+        for label, credential in (("API key", api_key), ("OAuth access token", _oauth_access_token(user_id))):
+            headers = [
+                ("Host", "127.0.0.1"),
+                ("Authorization", f"Bearer {credential}"),
+                ("Content-Type", "application/json"),
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", tool),
+            ]
 
-        def mcp_call() -> dict[str, Any]:
-            event = function_url_event("POST", "/mcp", headers=headers, raw=json.dumps(message).encode())
-            return json.loads(handlers["McpFunction"](event, LocalLambdaContext("McpFunction", 512, 100, "bench"))["body"])
+            def mcp_call() -> dict[str, Any]:
+                event = function_url_event("POST", "/mcp", headers=headers, raw=json.dumps(message).encode())  # noqa: B023
+                return json.loads(handlers["McpFunction"](event, LocalLambdaContext("McpFunction", 512, 100, "bench"))["body"])
 
-        mcp_call()  # warm-up
-        requests.clear()
-        answer = mcp_call()
-        assert answer["result"]["isError"] is False, answer
+            mcp_call()  # warm-up
+            requests.clear()
+            answer = mcp_call()
+            assert answer["result"]["isError"] is False, answer
+            rows.append({"route": f"POST /mcp tools/call ({label})", "requests": len(requests), "operations": list(requests)})
     finally:
         site.shutdown()
-    row = {"route": "POST /mcp tools/call (API key)", "requests": len(requests), "operations": list(requests)}
-    return row, added["id"]
+    return rows, added["id"]
 
 
 def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dict[str, Any], str]:
