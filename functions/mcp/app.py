@@ -209,7 +209,7 @@ def authorize():  # noqa: ANN201 - a Response annotation breaks Powertools valid
 
 
 @mcp_app.post("/oauth/token")
-@public(limit_by_ip=True)
+@public()  # not limited by IP: AI platforms refresh for all their users from a few addresses; codes and tokens are unguessable
 @form_body
 def token():  # noqa: ANN201 - a Response annotation breaks Powertools validation
     server = _server()
@@ -217,7 +217,7 @@ def token():  # noqa: ANN201 - a Response annotation breaks Powertools validatio
 
 
 @mcp_app.post("/oauth/revoke")
-@public(limit_by_ip=True)
+@public()  # not limited by IP: AI platforms refresh for all their users from a few addresses; codes and tokens are unguessable
 @form_body
 def revoke():  # noqa: ANN201 - a Response annotation breaks Powertools validation
     server = _server()

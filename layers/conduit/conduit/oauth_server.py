@@ -172,7 +172,9 @@ class Client(ClientMixin):
     @property
     def host(self) -> str:
         """The host the person is shown: where the client sends them back."""
-        return urlsplit(self.redirect_uris[0]).hostname or "" if self.redirect_uris else ""
+        if not self.redirect_uris:
+            return ""
+        return urlsplit(self.redirect_uris[0]).hostname or ""
 
 
 def load_client(client_id: Any) -> Client | None:
