@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from shared.local.template import Template
+from shared.local.template import Template, expand_language_extensions
 
 from .conftest import ROOT
 
@@ -191,3 +191,99 @@ def test_model_provider_keys_are_secrets_only_the_model_callers_may_read(templat
         if reads:
             assert variables["OPENAI_API_KEY"] == "" and variables["ANTHROPIC_API_KEY_ID"] == {"Ref": "AnthropicApiKeySecret"}
     assert {name for name, reads in readers.items() if reads} == {"ChatStreamFunction", "RunStepsFunction"}
+
+
+# --- AWS::LanguageExtensions: the local reader expands Fn::ForEach as CloudFormation does ---------
+
+
+def test_for_each_expands_as_the_language_extensions_transform_does():
+    """Nested loops, ${} and &{} in keys and Fn::Sub, Ref of the identifier, a Fn::Sub naming a
+    resource, a Fn::FindInMap made literal by the loop, and a loop in Outputs and Conditions."""
+    doc = {
+        "Transform": ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"],
+        "Parameters": {"Sites": {"Type": "CommaDelimitedList", "Default": "a.example, b.example"}},
+        "Mappings": {"Words": {"Red": {"Text": "red things"}, "Blue": {"Text": "blue things"}}},
+        "Conditions": {"Fn::ForEach::IsColour": ["Colour", ["Red"], {"Is${Colour}": {"Fn::Equals": [{"Ref": "Colour"}, "Red"]}}]},
+        "Resources": {
+            "Kept": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {"Fn::Sub": "${AWS::StackName}-kept"}}},
+            "Fn::ForEach::Things": [
+                "Thing",
+                ["Lamp", "Desk"],
+                {
+                    "Fn::ForEach::Colours": [
+                        "Colour",
+                        ["Red", "Blue"],
+                        {
+                            "${Thing}${Colour}": {
+                                "Type": "AWS::SNS::Topic",
+                                "Properties": {
+                                    "DisplayName": {
+                                        "Fn::Sub": [
+                                            "${AWS::StackName}: ${Name} ${Text}",
+                                            {"Name": {"Fn::Sub": "${Thing}Function"}, "Text": {"Fn::FindInMap": ["Words", {"Ref": "Colour"}, "Text"]}},
+                                        ]
+                                    },
+                                    "TopicName": {"Ref": "Colour"},
+                                    "Target": {"Ref": {"Fn::Sub": "${Thing}Function"}},
+                                    "Other": {"Ref": "Kept"},
+                                },
+                            }
+                        },
+                    ]
+                },
+            ],
+            "Fn::ForEach::Sites": ["Site", {"Ref": "Sites"}, {"Site&{Site}": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {"Ref": "Site"}}}}],
+        },
+        "Outputs": {"Fn::ForEach::Out": ["Thing", ["Lamp"], {"${Thing}Arn": {"Value": {"Fn::GetAtt": [{"Fn::Sub": "${Thing}Red"}, "TopicArn"]}}}]},
+    }
+    expanded = expand_language_extensions(doc)
+    resources = expanded["Resources"]
+    assert list(resources) == ["Kept", "LampRed", "LampBlue", "DeskRed", "DeskBlue", "Siteaexample", "Sitebexample"]
+    assert resources["Kept"] is doc["Resources"]["Kept"]  # outside the loops nothing changes
+    assert resources["DeskBlue"]["Properties"] == {
+        "DisplayName": {"Fn::Sub": ["${AWS::StackName}: ${Name} ${Text}", {"Name": "DeskFunction", "Text": "blue things"}]},
+        "TopicName": "Blue",
+        "Target": {"Ref": "DeskFunction"},
+        "Other": {"Ref": "Kept"},
+    }
+    assert resources["Sitebexample"]["Properties"] == {"TopicName": "b.example"}
+    assert expanded["Outputs"] == {"LampArn": {"Value": {"Fn::GetAtt": ["LampRed", "TopicArn"]}}}
+    assert expanded["Conditions"] == {"IsRed": {"Fn::Equals": ["Red", "Red"]}}
+    assert doc["Resources"]["Fn::ForEach::Things"][0] == "Thing"  # the source is left as written
+
+
+def test_for_each_without_the_transform_or_with_a_duplicate_fails_loudly():
+    loop = {"Fn::ForEach::Topics": ["Name", ["A", "B"], {"Topic${Name}": {"Type": "AWS::SNS::Topic"}}]}
+    with pytest.raises(ValueError, match="needs Transform AWS::LanguageExtensions"):
+        expand_language_extensions({"Transform": "AWS::Serverless-2016-10-31", "Resources": loop})
+    assert set(expand_language_extensions({"Transform": "AWS::LanguageExtensions", "Resources": loop})["Resources"]) == {"TopicA", "TopicB"}
+    with pytest.raises(ValueError, match="second TopicA"):
+        expand_language_extensions({"Transform": ["AWS::LanguageExtensions"], "Resources": {**loop, "TopicA": {"Type": "AWS::SNS::Topic"}}})
+    with pytest.raises(ValueError, match="second TopicA"):
+        expand_language_extensions({"Transform": ["AWS::LanguageExtensions"], "Resources": {"Fn::ForEach::Topics": ["Name", ["A", "A"], loop["Fn::ForEach::Topics"][2]]}})
+
+
+def test_the_local_reader_expands_the_template_as_cfn_lint_does(template):
+    """What the local stack reads is what the linter (and, it models, CloudFormation) deploys:
+    cfn-lint's own AWS::LanguageExtensions transform of template.yaml, from the lint virtualenv."""
+    import json
+
+    script = (
+        "import json, sys\n"
+        "from cfnlint.decode import decode\n"
+        "from cfnlint.template import Template\n"
+        "from cfnlint.template.transforms.transform import language_extension\n"
+        "doc, errors = decode(sys.argv[1])\n"
+        "assert not errors, errors\n"
+        "errors, expanded = language_extension(Template(sys.argv[1], doc, ['us-east-1']))\n"
+        "assert not errors, [str(error) for error in errors]\n"
+        "print(json.dumps(expanded))\n"
+    )
+    result = subprocess.run(
+        [ROOT / ".venv-lint" / "bin" / "python", "-c", script, "template.yaml"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    linted = json.loads(result.stdout)
+    ours = json.loads(json.dumps(template.doc))
+    for section in ("Resources", "Outputs"):
+        assert ours.get(section) == linted.get(section), section

@@ -1,12 +1,15 @@
 """Reads template.yaml: the local stack's only source for functions, routes,
 environment, tables and API Gateway's own error responses.
 
-Only the intrinsics the template uses in function environments are resolved;
-anything else fails loudly, naming the value, rather than guessing.
+The template is read as CloudFormation reads it after the AWS::LanguageExtensions
+transform: its Fn::ForEach loops expanded (expand_language_extensions). Only the
+intrinsics the template uses in function environments are resolved; anything else
+fails loudly, naming the value, rather than guessing.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,8 +45,147 @@ def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dic
 _CloudFormationLoader.add_multi_constructor("!", _intrinsic)
 
 
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+def load_template_source(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as written (Fn::ForEach loops included)."""
     return yaml.load(path.read_text(), Loader=_CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as CloudFormation processes it: Fn::ForEach loops expanded."""
+    return expand_language_extensions(load_template_source(path))
+
+
+# --- AWS::LanguageExtensions ------------------------------------------------
+LANGUAGE_EXTENSIONS = "AWS::LanguageExtensions"
+FOR_EACH_PREFIX = "Fn::ForEach::"
+_LOOP_SECTIONS = ("Conditions", "Resources", "Outputs")  # where CloudFormation allows Fn::ForEach
+
+
+def transforms(doc: Mapping[str, Any]) -> list[str]:
+    """The template's Transform: one name or a list of them (applied in that order)."""
+    transform = doc.get("Transform") or []
+    return [transform] if isinstance(transform, str) else list(transform)
+
+
+def expand_language_extensions(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with every Fn::ForEach of Conditions, Resources and Outputs expanded (nested loops
+    and loops inside properties included), as the AWS::LanguageExtensions transform does:
+
+        Fn::ForEach::<LoopName>: [<Identifier>, <Collection>, {<OutputKey>: <OutputValue>}]
+
+    Each value of the collection (a list, or a Ref to a CommaDelimitedList parameter, which
+    is read at its default) gives one copy of the fragment where `${Identifier}`, and
+    `&{Identifier}` (the value without non-alphanumeric characters), are replaced in keys
+    and in Fn::Sub strings, and `Ref: Identifier` becomes the value. A Fn::Sub left without
+    variables becomes its string (so `Ref: !Sub ${Name}Function` names a resource), and a
+    Fn::FindInMap with literal keys its value. This is what cfn-lint's transform does
+    (make lint); tests/test_template.py compares the two. Outside loops nothing changes.
+    A loop without the transform in Transform, or two copies with one key, fail loudly."""
+    if not any(_has_loops(doc.get(section)) for section in _LOOP_SECTIONS):
+        return doc
+    if LANGUAGE_EXTENSIONS not in transforms(doc):
+        raise ValueError(f"template.yaml: Fn::ForEach needs Transform {LANGUAGE_EXTENSIONS}")
+    expanded = dict(doc)
+    for section in _LOOP_SECTIONS:
+        if section in doc:
+            expanded[section] = _expand(doc[section], {}, doc)
+    return expanded
+
+
+def _has_loops(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(str(key).startswith(FOR_EACH_PREFIX) or _has_loops(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_loops(item) for item in value)
+    return False
+
+
+def _expand(value: Any, bindings: dict[str, str], doc: Mapping[str, Any]) -> Any:
+    if not bindings and not _has_loops(value):
+        return value  # outside every loop, the template stays as written
+    if isinstance(value, list):
+        return [_expand(item, bindings, doc) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Ref":
+            reference = _expand(argument, bindings, doc)
+            if isinstance(reference, str) and reference in bindings:
+                return bindings[reference]
+            return {"Ref": reference}
+        if name == "Fn::Sub":
+            if isinstance(argument, str):
+                text = _substitute(argument, bindings)
+                return text if not _has_sub_variables(text) else {"Fn::Sub": text}
+            text, variables = argument
+            text = _substitute(text, bindings)
+            if not _has_sub_variables(text):
+                return text
+            return {"Fn::Sub": [text, _expand(variables, bindings, doc)]}
+        if name == "Fn::FindInMap":
+            return _find_in_map(_expand(argument, bindings, doc), doc)
+    expanded: dict[str, Any] = {}
+    for key, item in value.items():
+        if str(key).startswith(FOR_EACH_PREFIX):
+            copies = _for_each(key, item, bindings, doc)
+        else:
+            copies = {_substitute(key, bindings): _expand(item, bindings, doc)}
+        for copy_key, copied in copies.items():
+            if copy_key in expanded:
+                raise ValueError(f"template.yaml: {key} makes a second {copy_key}")
+            expanded[copy_key] = copied
+    return expanded
+
+
+def _for_each(loop: str, arguments: Any, bindings: dict[str, str], doc: Mapping[str, Any]) -> dict[str, Any]:
+    if not (isinstance(arguments, list) and len(arguments) == 3 and isinstance(arguments[2], dict)):
+        raise ValueError(f"template.yaml: {loop} must be [Identifier, Collection, {{OutputKey: OutputValue}}]")
+    identifier, collection, fragment = arguments
+    expanded: dict[str, Any] = {}
+    for item in _collection(loop, _expand(collection, bindings, doc), doc):
+        for key, copied in _expand(fragment, {**bindings, identifier: item}, doc).items():
+            if key in expanded:
+                raise ValueError(f"template.yaml: {loop} makes a second {key}")
+            expanded[key] = copied
+    return expanded
+
+
+def _find_in_map(arguments: list[Any], doc: Mapping[str, Any]) -> Any:
+    """A Fn::FindInMap whose keys the loop made literal is resolved, as the transform does
+    (its DefaultValue when the mapping lacks them); any other stays for CloudFormation."""
+    mapping, first, second, *default = arguments
+    if not all(isinstance(key, str) for key in (mapping, first, second)):
+        return {"Fn::FindInMap": arguments}
+    value = doc.get("Mappings", {}).get(mapping, {}).get(first, {}).get(second)
+    if value is not None:
+        return copy.deepcopy(value)
+    if default and isinstance(default[0], dict) and "DefaultValue" in default[0]:
+        return default[0]["DefaultValue"]
+    raise ValueError(f"template.yaml: Fn::FindInMap {arguments!r} finds nothing in Mappings")
+
+
+def _collection(loop: str, collection: Any, doc: Mapping[str, Any]) -> list[str]:
+    if isinstance(collection, list) and all(isinstance(item, (str, int, float)) for item in collection):
+        return [str(item) for item in collection]
+    if isinstance(collection, dict) and set(collection) == {"Ref"}:
+        parameter = doc.get("Parameters", {}).get(collection["Ref"], {})
+        if parameter.get("Type") == "CommaDelimitedList" and "Default" in parameter:
+            return [item.strip() for item in str(parameter["Default"]).split(",")]
+    raise ValueError(f"template.yaml: the collection of {loop} is not expanded locally: {collection!r}")
+
+
+def _substitute(text: Any, bindings: Mapping[str, str]) -> Any:
+    if not isinstance(text, str):
+        return text
+    for identifier, item in bindings.items():
+        text = text.replace(f"${{{identifier}}}", item)
+        text = text.replace(f"&{{{identifier}}}", re.sub(r"[^0-9A-Za-z]+", "", item))
+    return text
+
+
+def _has_sub_variables(text: str) -> bool:
+    return re.search(r"\$\{(?!!)[^}]+\}", text) is not None
 
 
 @dataclass(frozen=True)
@@ -84,7 +226,8 @@ class EventRule:
 class Template:
     def __init__(self, path: Path = TEMPLATE_PATH, environ: Mapping[str, str] | None = None) -> None:
         self.path = path
-        self.doc = load_template(path)
+        self.source = load_template_source(path)  # as written: Fn::ForEach loops included
+        self.doc = expand_language_extensions(self.source)  # as CloudFormation processes it
         self.resources: dict[str, Any] = self.doc.get("Resources", {})
         self.parameters: dict[str, Any] = self.doc.get("Parameters", {})
         # Where the local stack serves Function URLs (set once its port is bound).
@@ -172,6 +315,14 @@ class Template:
                 return self.attribute(*argument)
             if name == "Fn::Sub" and isinstance(argument, str):
                 return re.sub(r"\$\{([^}!]+)\}", lambda m: self._sub_variable(m.group(1)), argument)
+            if name == "Fn::Sub" and isinstance(argument, list) and len(argument) == 2:
+                text, variables = argument
+                values = {variable: self.resolve(value) for variable, value in variables.items()}
+                return re.sub(
+                    r"\$\{([^}!]+)\}",
+                    lambda m: values[m.group(1)] if m.group(1) in values else self._sub_variable(m.group(1)),
+                    text,
+                )
             if name == "Fn::Join":
                 separator, parts = argument
                 return separator.join(self.resolve(part) for part in parts)
