@@ -120,22 +120,89 @@ def test_samconfig_has_dev_and_prod():
         deploy = config[environment]["deploy"]["parameters"]
         assert f"Stage={environment}" in deploy["parameter_overrides"]
         assert deploy["capabilities"] == "CAPABILITY_IAM CAPABILITY_AUTO_EXPAND"
+        assert deploy["language_extensions"] is True  # SAM CLI expands Fn::ForEach only when told to
+    assert config["default"]["global"]["parameters"]["language_extensions"] is True  # build, validate, local
+
+
+ALARM_LOOP = "Fn::ForEach::FunctionAlarms"  # template.yaml's loop making every function's alarms
+
+
+def _functions_without_alarms(doc) -> list[str]:
+    """The functions of an expanded template lacking <Name>ErrorsAlarm or <Name>ThrottlesAlarm
+    (<Name>Function without its suffix) on their own Errors and Throttles metrics."""
+    resources = doc["Resources"]
+    missing = []
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for metric in ("Errors", "Throttles"):
+            alarm = resources.get(f"{name.removesuffix('Function')}{metric}Alarm", {}).get("Properties", {})
+            if (alarm.get("Namespace"), alarm.get("MetricName"), alarm.get("Dimensions")) != (
+                "AWS/Lambda",
+                metric,
+                [{"Name": "FunctionName", "Value": {"Ref": name}}],
+            ):
+                missing.append(name)
+                break
+    return missing
 
 
 def test_every_function_has_error_and_throttle_alarms(template):
-    alarmed = {
-        (resource["Properties"]["Dimensions"][0]["Value"]["Ref"], resource["Properties"]["MetricName"])
-        for resource in template.resources.values()
+    """Made by the alarm loop, with the logical ids, properties and descriptions the alarms had
+    when they were written out one by one (so a deployed stack keeps and updates nothing)."""
+    assert _functions_without_alarms(template.doc) == []
+    function_alarms = {
+        name: resource["Properties"]
+        for name, resource in template.resources.items()
         if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/Lambda"
     }
-    for name in _functions(template):
-        assert {(name, "Errors"), (name, "Throttles")} <= alarmed, f"{name} lacks an alarm"
+    assert len(function_alarms) == 2 * len(_functions(template))
+    descriptions = {"Errors": "errors", "Throttles": "throttled invocations"}
+    for name, props in function_alarms.items():
+        function = props["Dimensions"][0]["Value"]["Ref"]
+        assert name == f"{function.removesuffix('Function')}{props['MetricName']}Alarm"
+        assert template.resolve(props["AlarmDescription"]) == f"conduit-local: {function} {descriptions[props['MetricName']]}"
+        assert {key: value for key, value in props.items() if key not in ("AlarmDescription", "MetricName", "Dimensions")} == {
+            "Namespace": "AWS/Lambda",
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopic"}],
+        }, name
     table_alarms = {
         resource["Properties"]["MetricName"]
         for resource in template.resources.values()
         if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"]["Namespace"] == "AWS/DynamoDB"
     }
     assert table_alarms == {"ReadThrottleEvents", "WriteThrottleEvents"}
+
+
+def test_the_alarm_loop_lists_every_function_and_nothing_else(template):
+    """The loop's list, as written, is the template's functions (<Name>Function) by <Name>."""
+    _, listed, _ = template.source["Resources"][ALARM_LOOP]
+    assert all(name.endswith("Function") for name in _functions(template))
+    functions = {name.removesuffix("Function") for name in _functions(template)}
+    assert not functions - set(listed), f"add {sorted(functions - set(listed))} to {ALARM_LOOP} in template.yaml"
+    assert not set(listed) - functions, f"{ALARM_LOOP} lists {sorted(set(listed) - functions)}: no such function"
+
+
+def test_a_function_added_but_not_to_the_alarm_loop_has_no_alarms(template):
+    """The check above, on template.yaml with one more function: without it in the loop's list
+    the function has no alarm and the check names it; with it, both alarms exist."""
+    import copy
+
+    source = copy.deepcopy(template.source)
+    source["Resources"]["ReportsFunction"] = copy.deepcopy(source["Resources"]["PlatformFunction"])
+    assert _functions_without_alarms(expand_language_extensions(source)) == ["ReportsFunction"]
+    source["Resources"][ALARM_LOOP][1].append("Reports")
+    expanded = expand_language_extensions(source)
+    assert _functions_without_alarms(expanded) == []
+    assert expanded["Resources"]["ReportsThrottlesAlarm"]["Properties"]["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": "ReportsFunction"}}
+    ]
 
 
 def test_the_run_state_machine_is_one_definition_for_aws_and_local(template):
