@@ -45,7 +45,7 @@ def measure() -> list[dict[str, Any]]:
     rows = []
     with mock_aws():
         create_resources(boto3.client, template)
-        from conduit.repositories.base import dynamodb_client
+        from conduit.aws import dynamodb_client
 
         requests: list[str] = []
         dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: requests.append(model.name))
@@ -109,7 +109,7 @@ def measure() -> list[dict[str, Any]]:
 
 def _workspace(call, token: str, user_id: str) -> str:
     """A workspace of the bench user (workspaces are a paid feature: the account is made a team one)."""
-    from conduit.repositories.base import dynamodb_client
+    from conduit.aws import dynamodb_client
 
     dynamodb_client().update_item(
         TableName=os.environ["TABLE_NAME"],

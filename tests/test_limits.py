@@ -20,7 +20,8 @@ from conduit.limits import (
 )
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed
-from conduit.repositories.base import dynamodb_client, to_item
+from conduit.aws import dynamodb_client
+from conduit.repositories.base import to_item
 from conduit.settings import get_settings
 from conduit.tiers import DEFAULT_TIERS_FILE, load_tiers
 

@@ -15,12 +15,11 @@ import hashlib
 import json
 import re
 import secrets
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import boto3
 
+from conduit.aws import scheduler_client
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, utc_now
 from conduit.limits import require_feature
@@ -37,11 +36,6 @@ TRIGGER_FEATURES = {"webhook": "webhooks", "scheduled": "schedules"}
 _RATE = re.compile(r"^rate\((\d{1,6}) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((\S+( \S+){5})\)$")  # six fields: minutes hours day-of-month month day-of-week year
 _AT = re.compile(r"^at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)$")
-
-
-@lru_cache(maxsize=1)
-def scheduler_client() -> Any:
-    return boto3.client("scheduler")
 
 
 # --- views --------------------------------------------------------------------

@@ -13,13 +13,12 @@ import random
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from conduit import safe_json
+from conduit.aws import dynamodb_client
 from conduit.errors import validation_error
 from conduit.settings import get_settings
 
@@ -37,13 +36,6 @@ _PREFETCHED: ContextVar[dict[tuple[str, str], dict[str, Any] | None]] = ContextV
 def set_prefetched(found: dict[tuple[str, str], dict[str, Any] | None]) -> None:
     """What this request's gate read for its route (an empty dict clears the last request's)."""
     _PREFETCHED.set(dict(found))
-
-
-@lru_cache(maxsize=1)
-def dynamodb_client() -> Any:
-    # Created on first use rather than at import, so tests can start moto first;
-    # cached, so a warm Lambda reuses one client and its connection pool.
-    return boto3.client("dynamodb")
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
