@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conduit.errors import ConduitError
-from conduit.limits import (
+from conduit.limits import require_feature
+from conduit.repositories.counters import (
     LIMIT_CODES,
     count_down_item,
     count_up_item,
@@ -16,7 +17,6 @@ from conduit.limits import (
     current_count,
     delete_counted,
     limit_code,
-    require_feature,
 )
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed

@@ -23,7 +23,7 @@ from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
-from conduit.rate_limit import RateLimiter
+from conduit.rate_limit import count_outgoing_call
 from conduit.repositories.sites import SitesRepository
 from conduit.site_oauth import can_refresh, refresh, token_for_call
 from conduit.tiers import get_tiers
@@ -138,13 +138,7 @@ def run_site_tool(
     `remaining()` seconds (asked after the charge) and the 30 s cap. Arguments failing the tool's
     schema never reach the site, so they are refused (VALIDATION_ERROR) before being counted or charged."""
     check_arguments(find_tool(site, name), arguments)
-    limits = get_tiers()
-    RateLimiter().hit(
-        "outgoing",
-        f"{account_id}#{site['domain']}",
-        limits.outgoing_calls_per_minute_per_domain,
-        code="OUTGOING_RATE_LIMITED",
-    )
-    charge(limits.costs.tool_call)
+    count_outgoing_call(account_id, site["domain"])
+    charge(get_tiers().costs.tool_call)
     client = GuardedClient(timeout=min(remaining(), TOOL_TIMEOUT_SECONDS))
     return call_tool(site, name, arguments, client=client)

@@ -12,7 +12,7 @@ counter) goes through `repositories.base.write_transaction`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from conduit.errors import ConduitError, validation_error
@@ -82,7 +82,12 @@ class Account:
             account_id=item["accountId"],
             kind=item["kind"],
             owner_id=item["ownerId"],
-            tier=effective_tier(item, now or datetime.now(UTC)),
+            tier=get_tiers().tier_in_force(
+                item["tier"],
+                item.get("subscriptionStatus"),
+                parse_iso(item["pastDueSince"]) if item.get("pastDueSince") else None,
+                now or datetime.now(UTC),
+            ),
             credits=int(item["credits"]),
             subscription_status=item["subscriptionStatus"],
             created_at=item["createdAt"],
@@ -92,15 +97,6 @@ class Account:
             purchased_credits=int(item["purchasedCredits"]) if "purchasedCredits" in item else int(item["credits"]) - int(item.get("monthlyCredits", 0)),
             item=item,
         )
-
-
-def effective_tier(item: dict[str, Any], now: datetime) -> str:
-    """The stored tier, or free once a past-due subscription has outlived its grace period."""
-    since = item.get("pastDueSince")
-    if item.get("subscriptionStatus") != "past_due" or not since:
-        return item["tier"]
-    grace = timedelta(days=get_tiers().past_due_grace_days)
-    return "free" if now >= parse_iso(since) + grace else item["tier"]
 
 
 class AccountsRepository(Repository):
