@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, parse_iso
-from conduit.repositories.base import Repository, from_item, to_item
+from conduit.repositories.base import Repository, from_item, to_item, update_request
 from conduit.tiers import TIER_NAMES, get_tiers
 
 AccountKind = Literal["personal", "workspace"]
@@ -182,23 +182,16 @@ class AccountsRepository(Repository):
         keep_or_set: dict[str, Any] | None = None,
         remove: tuple[str, ...] = (),
     ) -> Account:
-        keep_or_set = keep_or_set or {}
-        names = {f"#{name}": name for name in (*values, *keep_or_set, *remove)}
-        assignments = [f"#{name} = :{name}" for name in values]
-        assignments += [f"#{name} = if_not_exists(#{name}, :{name})" for name in keep_or_set]
-        expression = "SET " + ", ".join(assignments)
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#{name}" for name in remove)
+        request = update_request(
+            self.table_name,
+            {"PK": account_pk(account_id), "SK": ACCOUNT_SK},
+            set_values=values,
+            set_if_absent=keep_or_set,
+            remove=remove,
+            condition="attribute_exists(PK)",
+        )
         try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key=account_key(account_id),
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item({f":{name}": value for name, value in (values | keep_or_set).items()}),
-                ReturnValues="ALL_NEW",
-            )
+            response = self.client.update_item(**request, ReturnValues="ALL_NEW")
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ConduitError("NOT_FOUND", "No account found with the provided ID") from None
         return Account.from_item(from_item(response["Attributes"]))
