@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 
-from conduit.agents import find_agent
 from conduit.aws import stepfunctions_client
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, parse_iso, utc_now
@@ -211,7 +210,7 @@ def get_run(account: Account, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(account: Account, agent_id: str, limit: int, cursor: str | None) -> Page:
-    agent = find_agent(account, agent_id)
+    agent = AgentsRepository().find_owned(account.account_id, agent_id)
     page = RunsRepository().list_runs(agent["agentId"], limit, cursor)
     return Page(items=[run_view(run) for run in page.items], next_cursor=page.next_cursor)
 

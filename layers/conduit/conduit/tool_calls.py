@@ -30,8 +30,6 @@ from conduit.tiers import get_tiers
 
 MAX_RESULT_BYTES = 1024 * 1024
 TOOL_TIMEOUT_SECONDS = 30.0
-
-
 def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
     """A tool of the site by original or prefixed name."""
     for candidate in json.loads(site["toolsJson"]):
