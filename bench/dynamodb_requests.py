@@ -36,11 +36,15 @@ def measure() -> list[dict[str, Any]]:
     from shared.local.gateway import rest_event
     from shared.local.template import Route
     from shared.local.workers import LocalLambdaContext, load_handler
+    from conduit.settings import SCHEDULES_NEED, Settings
 
     template = Template()
     specs = template.functions()
-    # Where runs start, as the template tells the agents function (read before settings are).
-    os.environ["RUN_STATE_MACHINE_ARN"] = next(s for s in specs if s.logical_id == "AgentsFunction").environment["RUN_STATE_MACHINE_ARN"]
+    # What the functions check at import (Settings.require), as the template tells the agents function.
+    agents_environment = next(s for s in specs if s.logical_id == "AgentsFunction").environment
+    for field in SCHEDULES_NEED:
+        name = str(Settings.model_fields[field].validation_alias)
+        os.environ[name] = agents_environment[name]
     handlers = {spec.logical_id: load_handler(spec) for spec in specs}
     rows = []
     with mock_aws():
