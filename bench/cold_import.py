@@ -123,18 +123,19 @@ def measure(runs: int = 7, root: Path = ROOT) -> list[dict[str, object]]:
     hidden = hidden_packages(root / "layers" / "conduit" / "requirements.txt")
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "baseline_handler.py").write_text(BASELINE)
-        targets = [("baseline (Powertools + boto3)", [scratch], "baseline_handler")]
+        targets = [("baseline (Powertools + boto3)", [scratch], "baseline_handler", environment)]
         for spec in Template(root / "template.yaml").functions():
             paths = [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)]
-            targets.append((spec.logical_id, paths, spec.handler.rsplit(".", 1)[0]))
-        for _, paths, module in targets:
-            _import_seconds(paths, module, environment, hidden)  # warm the bytecode cache, not the process
+            # The function's own variables, as in Lambda (a function checks those it needs at import).
+            targets.append((spec.logical_id, paths, spec.handler.rsplit(".", 1)[0], {**environment, **spec.environment}))
+        for _, paths, module, variables in targets:
+            _import_seconds(paths, module, variables, hidden)  # warm the bytecode cache, not the process
         # Rounds of every target in turn, so a change in the machine's load falls on all of them.
         samples: list[list[float]] = [[] for _ in targets]
         for _ in range(runs):
-            for index, (_, paths, module) in enumerate(targets):
-                samples[index].append(_import_seconds(paths, module, environment, hidden))
-        for (name, _, _), taken in zip(targets, samples):
+            for index, (_, paths, module, variables) in enumerate(targets):
+                samples[index].append(_import_seconds(paths, module, variables, hidden))
+        for (name, _, _, _), taken in zip(targets, samples):
             rows.append(
                 {"function": name, "median_ms": round(statistics.median(taken) * 1000, 1), "min_ms": round(min(taken) * 1000, 1)}
             )

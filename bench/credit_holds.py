@@ -57,7 +57,8 @@ def requests() -> list[dict[str, Any]]:
         from conduit.models import Message
         from conduit.models.echo import EchoModel
         from conduit.repositories.accounts import AccountsRepository
-        from conduit.repositories.base import dynamodb_client, write_transaction
+        from conduit.aws import dynamodb_client
+        from conduit.repositories.base import write_transaction
         from conduit.settings import get_settings
         from conduit.tiers import get_tiers
 

@@ -36,16 +36,20 @@ def measure() -> list[dict[str, Any]]:
     from shared.local.gateway import rest_event
     from shared.local.template import Route
     from shared.local.workers import LocalLambdaContext, load_handler
+    from conduit.settings import SCHEDULES_NEED, Settings
 
     template = Template()
     specs = template.functions()
-    # Where runs start, as the template tells the agents function (read before settings are).
-    os.environ["RUN_STATE_MACHINE_ARN"] = next(s for s in specs if s.logical_id == "AgentsFunction").environment["RUN_STATE_MACHINE_ARN"]
+    # What the functions check at import (Settings.require), as the template tells the agents function.
+    agents_environment = next(s for s in specs if s.logical_id == "AgentsFunction").environment
+    for field in SCHEDULES_NEED:
+        name = str(Settings.model_fields[field].validation_alias)
+        os.environ[name] = agents_environment[name]
     handlers = {spec.logical_id: load_handler(spec) for spec in specs}
     rows = []
     with mock_aws():
         create_resources(boto3.client, template)
-        from conduit.repositories.base import dynamodb_client
+        from conduit.aws import dynamodb_client
 
         requests: list[str] = []
         dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: requests.append(model.name))
@@ -109,7 +113,7 @@ def measure() -> list[dict[str, Any]]:
 
 def _workspace(call, token: str, user_id: str) -> str:
     """A workspace of the bench user (workspaces are a paid feature: the account is made a team one)."""
-    from conduit.repositories.base import dynamodb_client
+    from conduit.aws import dynamodb_client
 
     dynamodb_client().update_item(
         TableName=os.environ["TABLE_NAME"],

@@ -11,7 +11,10 @@ from the code, and a test runs --check.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,11 @@ DOCUMENT_PATH = ROOT / "functions" / "platform" / "openapi.json"
 def generate() -> str:
     if str(LAYER) not in sys.path:
         sys.path.insert(0, str(LAYER))
+    with _settings_the_functions_need():
+        return _generate()
+
+
+def _generate() -> str:
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
     from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
@@ -46,6 +54,27 @@ def generate() -> str:
     _document_errors(document, _public_operations())
     document["tags"] = _ordered_tags(document)
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+@contextmanager
+def _settings_the_functions_need() -> Iterator[None]:
+    """Importing a handler checks the settings its function needs (Settings.require, at cold start);
+    the document needs none of their values, so placeholders stand in while the handlers load."""
+    from conduit.settings import SCHEDULES_NEED, Settings, get_settings
+
+    names = [str(Settings.model_fields[field].validation_alias) for field in SCHEDULES_NEED]
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: value or "unset-while-documenting" for name, value in saved.items()})
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
 
 
 # Swagger UI (/docs) shows tags in the order of the document's `tags`: a newcomer starts with Auth.

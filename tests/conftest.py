@@ -70,7 +70,7 @@ os.environ.update(
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from conduit.repositories.base import dynamodb_client  # noqa: E402
+from conduit import aws as aws_clients  # noqa: E402
 from conduit.settings import get_settings  # noqa: E402
 from shared.local.emulator import create_resources, serialize_in_process_moto  # noqa: E402
 from shared.local.stack import LocalStack  # noqa: E402
@@ -89,11 +89,11 @@ def template() -> Template:
 def aws(template: Template) -> Iterator[None]:
     """moto in-process with the template's tables, fresh for each test."""
     get_settings.cache_clear()
-    dynamodb_client.cache_clear()
+    aws_clients.clear()
     with mock_aws():
         create_resources(boto3.client, template)
         yield
-    dynamodb_client.cache_clear()
+    aws_clients.clear()
     get_settings.cache_clear()
 
 

@@ -11,7 +11,7 @@ import pytest
 from conduit import api_keys, identity
 from conduit.auth import authenticate
 from conduit.errors import ConduitError
-from conduit.repositories.base import dynamodb_client
+from conduit.aws import dynamodb_client
 from conduit.settings import get_settings
 from tests.helpers import assert_error, bearer, register
 from tests.test_workspaces import person, team  # noqa: F401 - fixture

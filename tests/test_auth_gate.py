@@ -11,7 +11,8 @@ from aws_lambda_powertools.event_handler import Depends
 from conduit import identity
 from conduit.api import handler_for, make_resolver
 from conduit.auth import Caller, current_caller, prefetch
-from conduit.repositories.base import Repository, dynamodb_client
+from conduit.aws import dynamodb_client
+from conduit.repositories.base import Repository
 from conduit.settings import get_settings
 from shared.local.gateway import rest_event
 from shared.local.template import Route

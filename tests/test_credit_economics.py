@@ -183,7 +183,7 @@ def test_a_balance_that_cannot_cover_the_hold_is_refused_before_the_provider(pri
 
 
 def _counting_requests() -> list[str]:
-    from conduit.repositories.base import dynamodb_client
+    from conduit.aws import dynamodb_client
 
     calls: list[str] = []
     dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conduit.errors import ConduitError
-from conduit.limits import (
+from conduit.limits import require_feature
+from conduit.repositories.counters import (
     LIMIT_CODES,
     count_down_item,
     count_up_item,
@@ -16,11 +17,11 @@ from conduit.limits import (
     current_count,
     delete_counted,
     limit_code,
-    require_feature,
 )
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed
-from conduit.repositories.base import dynamodb_client, to_item
+from conduit.aws import dynamodb_client
+from conduit.repositories.base import to_item
 from conduit.settings import get_settings
 from conduit.tiers import DEFAULT_TIERS_FILE, load_tiers
 

@@ -272,3 +272,28 @@ def test_a_base64_mcp_name_header_is_decoded():
     assert mcp_server._decode_header_value("=?base64?%%%?=") is None
     assert mcp_server._decode_header_value("plain") == "plain"
 
+
+
+def test_an_agent_tool_whose_run_outlasts_the_wait_answers_with_its_run_id(aws, template, monkeypatch):
+    """Past the wait (60 s; shortened here) a call of an agent tool ends with the run's id and
+    status `running`, not an error: the run goes on (in-process: moto's Step Functions never
+    runs the execution, so the run stays running)."""
+    from conduit import agents
+    from conduit.repositories.accounts import AccountsRepository
+    from conduit.repositories.runs import RunsRepository
+    from conduit.settings import get_settings
+
+    from .helpers import open_account
+
+    agents_function = next(spec for spec in template.functions() if spec.logical_id == "AgentsFunction")
+    monkeypatch.setenv("RUN_STATE_MACHINE_ARN", agents_function.environment["RUN_STATE_MACHINE_ARN"])
+    get_settings.cache_clear()
+    monkeypatch.setattr(mcp_server, "AGENT_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(mcp_server, "AGENT_POLL_SECONDS", 0.05)
+    account = AccountsRepository().get(open_account())
+    agent = agents.create_agent(account, {"name": "Slow", "systemPrompt": "wait", "model": "local:echo", "triggerType": "manual"})
+    result = mcp_server._run_agent(account, agents.find_agent(account, agent["id"]), {"task": "long"})
+    run_id = result["structuredContent"]["runId"]
+    assert result["isError"] is False and result["structuredContent"] == {"runId": run_id, "status": "running"}
+    assert f"Run {run_id} is still running" in result["content"][0]["text"]
+    assert RunsRepository().find(run_id)["status"] == "running"

@@ -48,6 +48,7 @@ from openai.types.chat.completion_create_params import (
 )
 from openai.types.completion_usage import CompletionUsage
 
+from conduit import aws as aws_clients
 from conduit.errors import ConduitError
 from conduit import pricing
 from conduit.models import Message, ModelTurn, ToolCall, Usage, resolve_model
@@ -471,7 +472,7 @@ class RawEvents:
 @pytest.fixture
 def converse_stream() -> Iterator[Any]:
     """add(events, expected_params): the next converse_stream call answers these events."""
-    client = bedrock.bedrock_client()
+    client = aws_clients.bedrock_runtime_client()
     shape = client.meta.service_model.operation_model("ConverseStream").output_shape.members["stream"]
     queued: list[list[dict[str, Any]]] = []
     log: list[str] = []

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
+from conduit import aws as aws_clients
 from conduit.errors import ConduitError
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, resolve_model
 from conduit.models import anthropic, bedrock, openai, wire
@@ -528,7 +529,7 @@ def test_a_server_slower_than_the_deadline_is_a_chat_timeout(case: HttpCase, cas
 
 @pytest.fixture
 def bedrock_stub() -> Iterator[Stubber]:
-    with Stubber(bedrock.bedrock_client()) as stubber:
+    with Stubber(aws_clients.bedrock_runtime_client()) as stubber:
         yield stubber
         stubber.assert_no_pending_responses()
 
@@ -684,7 +685,7 @@ def test_bedrock_checks_the_deadline_after_the_call(bedrock_stub: Stubber) -> No
     # A reply that arrives after the deadline is a timeout: the chat has already run out of time.
     deadline = in_time(0.2)
     bedrock_stub.add_response("converse", converse_response({"text": "late"}))
-    events, event = bedrock.bedrock_client().meta.events, "before-parameter-build.bedrock-runtime.Converse"
+    events, event = aws_clients.bedrock_runtime_client().meta.events, "before-parameter-build.bedrock-runtime.Converse"
 
     def slow_call(**_: Any) -> None:
         time.sleep(0.3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from conduit.repositories.runs import RunsRepository, message_sk
-from conduit.run_steps import HISTORY_MESSAGES, _history, _recorded_error
+from conduit.run_steps import _history, _recorded_error
+from conduit.toolbox import HISTORY_MESSAGES
 
 
 def lambda_error(error_type, message):
@@ -35,3 +36,21 @@ def test_the_model_sees_the_task_and_the_latest_messages_never_an_orphan_tool_re
     assert history[0].content == "the task"
     assert history[1].role == "assistant" and history[1].tool_calls
     assert history[-1].role == "tool" and history[-1].tool_call_id == "c11"
+
+
+def test_run_steps_load_neither_chat_nor_the_rest_resolver() -> None:
+    """The run-step function never routes HTTP: importing its domain module loads no resolver and no
+    chat exchange (the tool loop's shared parts are in conduit.toolbox and conduit.tool_calls)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, conduit.run_steps;"
+        "loaded = [m for m in ('aws_lambda_powertools.event_handler', 'conduit.chat', 'conduit.api') if m in sys.modules];"
+        "assert not loaded, loaded"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root / "layers" / "conduit")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)

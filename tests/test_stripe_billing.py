@@ -13,6 +13,7 @@ import pytest
 from moto.core.config import default_user_config
 
 from conduit import billing, credits
+from conduit import aws as aws_clients
 from conduit.errors import ConduitError
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.billing import BillingRepository
@@ -179,11 +180,9 @@ def top_up_function(aws, monkeypatch):
     )
     monkeypatch.setenv("TOP_UP_FUNCTION", "BillingFunction")
     get_settings.cache_clear()
-    from conduit import auto_top_up
-
-    auto_top_up.lambda_client.cache_clear()
+    aws_clients.clear()
     yield "BillingFunction"
-    auto_top_up.lambda_client.cache_clear()
+    aws_clients.clear()
 
 
 def test_enabling_auto_top_up_needs_a_pack_good_standing_and_a_card(aws, fake_stripe):

@@ -16,7 +16,7 @@ import pytest
 
 from conduit import billing, credits, stripe_events
 from conduit.errors import ConduitError
-from conduit.repositories.accounts import AccountsRepository, effective_tier
+from conduit.repositories.accounts import Account, AccountsRepository
 from conduit.repositories.base import Repository
 from conduit.repositories.billing import BillingRepository
 from shared.local.stack import LocalStack
@@ -155,11 +155,11 @@ def test_past_due_keeps_the_tier_for_the_grace_period_then_reads_as_free(aws):
     item = Repository().get(f"ACCOUNT#{account_id}", "ACCOUNT")
     since = datetime.fromtimestamp(now - 20, UTC)
     assert item["pastDueSince"].startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert effective_tier(item, since + timedelta(days=6, hours=23)) == "pro"
-    assert effective_tier(item, since + timedelta(days=7)) == "free"  # pastDueGraceDays of the tiers file
+    assert Account.from_item(item, now=since + timedelta(days=6, hours=23)).tier == "pro"
+    assert Account.from_item(item, now=since + timedelta(days=7)).tier == "free"  # pastDueGraceDays of the tiers file
     deliver(subscription_event("customer.subscription.updated", account_id, "active", now))
     item = Repository().get(f"ACCOUNT#{account_id}", "ACCOUNT")
-    assert "pastDueSince" not in item and effective_tier(item, since + timedelta(days=30)) == "pro"
+    assert "pastDueSince" not in item and Account.from_item(item, now=since + timedelta(days=30)).tier == "pro"
 
 
 def test_monthly_credits_once_per_invoice_and_only_for_monthly_invoices(aws):

@@ -13,8 +13,9 @@ from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.repositories.agents import prefetch_agent
 from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+from conduit.settings import SCHEDULES_NEED
 
-app = make_resolver()
+app = make_resolver(needs=SCHEDULES_NEED)
 Trigger = Literal["manual", "webhook", "scheduled"]
 
 

@@ -28,9 +28,9 @@ from conduit.api import form_body, handler_for, make_resolver
 from conduit import safe_json
 from conduit.auth import mcp_credentials, public, request_origin
 from conduit.errors import ConduitError
-from conduit.settings import get_settings
+from conduit.settings import RUNS_NEED, get_settings
 
-mcp_app = make_resolver("function_url")
+mcp_app = make_resolver("function_url", needs=RUNS_NEED)
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 

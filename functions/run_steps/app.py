@@ -11,6 +11,9 @@ from typing import Any
 
 from conduit import run_steps
 from conduit.observability import logger
+from conduit.settings import RUNS_NEED, get_settings
+
+get_settings().require(*RUNS_NEED)  # at cold start: scheduled firings start runs
 
 STEP_MARGIN_SECONDS = 5  # left to record the step after its model or tool call
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from conduit import webhooks
 from conduit.api import handler_for, make_resolver
 from conduit.auth import public
+from conduit.settings import RUNS_NEED
 
-url_app = make_resolver("function_url")  # mounted at /webhooks
+url_app = make_resolver("function_url", needs=RUNS_NEED)  # mounted at /webhooks
 
 
 @url_app.post("/<agentId>", tags=["Agents"], summary="Start a run of a webhook agent (X-Webhook-Secret)", status_code=202)

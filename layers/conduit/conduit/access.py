@@ -12,10 +12,9 @@ from typing import Literal, get_args
 
 from conduit.auth import Caller
 from conduit.errors import ConduitError
-from conduit.rate_limit import RateLimiter
+from conduit.rate_limit import count_account_request
 from conduit.repositories.accounts import Account
 from conduit.repositories.workspaces import WorkspacesRepository
-from conduit.tiers import get_tiers
 
 Role = Literal["owner", "admin", "member", "viewer"]
 Action = Literal["read", "write", "manage_members", "billing", "delete_workspace"]
@@ -60,5 +59,5 @@ def account_for(caller: Caller, workspace_id: str | None, action: Action) -> Acc
     if not allows(role, action):
         raise ConduitError("PERMISSION_DENIED", f"A workspace {role} cannot do this")
     # A workspace has a rate limit of its own, from its own tier.
-    RateLimiter().hit("account", account.account_id, get_tiers().tier(account.tier).requests_per_minute)
+    count_account_request(account)
     return account

@@ -15,13 +15,13 @@ import hashlib
 import json
 import re
 import secrets
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import boto3
 
-from conduit.errors import ConduitError, validation_error
+from conduit import runs
+from conduit.aws import scheduler_client
+from conduit.errors import validation_error
 from conduit.ids import iso, new_id, utc_now
 from conduit.limits import require_feature
 from conduit.models import compact, resolve_model
@@ -31,17 +31,12 @@ from conduit.repositories.base import Page
 from conduit.repositories.sites import SitesRepository
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
+from conduit.toolbox import DEFAULT_MAX_ROUNDS
 
-DEFAULT_MAX_ROUNDS = 5
 TRIGGER_FEATURES = {"webhook": "webhooks", "scheduled": "schedules"}
 _RATE = re.compile(r"^rate\((\d{1,6}) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((\S+( \S+){5})\)$")  # six fields: minutes hours day-of-month month day-of-week year
 _AT = re.compile(r"^at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)$")
-
-
-@lru_cache(maxsize=1)
-def scheduler_client() -> Any:
-    return boto3.client("scheduler")
 
 
 # --- views --------------------------------------------------------------------
@@ -212,10 +207,7 @@ def create_agent(account: Account, fields: dict[str, Any]) -> dict[str, Any]:
 
 def find_agent(account: Account, agent_id: str) -> dict[str, Any]:
     """The account's agent; AGENT_NOT_FOUND for a missing one or another account's (existence does not leak)."""
-    agent = AgentsRepository().find(agent_id) if len(agent_id) <= 64 else None
-    if agent is None or agent["accountId"] != account.account_id:
-        raise ConduitError("AGENT_NOT_FOUND")
-    return agent
+    return AgentsRepository().find_owned(account.account_id, agent_id)
 
 
 def list_agents(account: Account, limit: int, cursor: str | None) -> Page:
@@ -277,8 +269,6 @@ def rotate_webhook_secret(account: Account, agent_id: str) -> dict[str, str]:
 
 def delete_agent(account: Account, agent_id: str) -> None:
     """Delete an agent: its active run is cancelled first, its schedule removed; its runs stay readable."""
-    from conduit import runs  # runs imports this module for find_agent
-
     agent = find_agent(account, agent_id)
     if agent.get("activeRunId"):
         runs.stop_run(agent["activeRunId"])

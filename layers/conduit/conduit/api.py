@@ -197,11 +197,12 @@ def _register_error_handlers(app: ApiGatewayResolver) -> None:
         return error_response(ConduitError("INTERNAL_ERROR"))
 
 
-def make_resolver(kind: Literal["rest", "function_url"] = "rest") -> ApiGatewayResolver:
-    """The resolver for one function: validation on, every error handler registered."""
-    # Read settings and the tiers file now: a bad value fails the cold start
+def make_resolver(kind: Literal["rest", "function_url"] = "rest", *, needs: tuple[str, ...] = ()) -> ApiGatewayResolver:
+    """The resolver for one function: validation on, every error handler registered. `needs`: the
+    settings the function cannot work without (conduit.settings.Settings fields)."""
+    # Read settings and the tiers file now: a bad or missing value fails the cold start
     # (Lambda reports an init error naming it), not some request later.
-    get_settings()
+    get_settings().require(*needs)
     get_tiers()
     resolver_class = ConduitRestResolver if kind == "rest" else ConduitFunctionUrlResolver
     # Bodies are parsed by safe_json (bounded nesting, no NaN): a refusal is 400 VALIDATION_ERROR, not a 500.

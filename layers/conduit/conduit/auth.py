@@ -22,12 +22,11 @@ from aws_lambda_powertools.event_handler.request import Request
 
 from conduit.api_keys import KeyGrant, check_key, is_api_key, parse_key
 from conduit.errors import ConduitError
-from conduit.rate_limit import RateLimiter, RateWindow
+from conduit.rate_limit import RateWindow, count_account_request, count_anonymous_request
 from conduit.repositories.accounts import Account
 from conduit.repositories.base import set_prefetched
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
-from conduit.tiers import get_tiers
 from conduit.tokens import verify_access_token, verify_mcp_access_token
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -186,11 +185,10 @@ def gate(
     """Authenticate, rate limit, then apply the terms and admin gates (API.md §2, §9)."""
     set_prefetched({})  # nothing read for an earlier request is ever served to this one
     marker = getattr(handler, _PUBLIC, None)
-    tiers = get_tiers()
     if marker is not None:
         window = None
         if marker["limit_by_ip"]:
-            window = RateLimiter().hit("ip", source_ip, tiers.unauthenticated_requests_per_minute)
+            window = count_anonymous_request(source_ip)
         return GateResult(caller=None, rate_window=window)
 
     prefetch = lambda account_id: _prefetch_keys(handler, path_parameters or {}, account_id)  # noqa: E731
@@ -199,7 +197,7 @@ def gate(
     else:
         caller = authenticate(headers, prefetch)
     account = caller.account
-    window = RateLimiter().hit("account", account.account_id, tiers.tier(account.tier).requests_per_minute)
+    window = count_account_request(account)
     try:
         if not route_path.startswith("/auth/") and caller.user.terms_version != get_settings().terms_version:
             raise ConduitError("TERMS_NOT_ACCEPTED")

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
-from typing import Any
 
-import boto3
-
+from conduit.aws import lambda_client
 from conduit.ids import new_id
 from conduit.observability import logger
 from conduit.repositories.billing import BillingRepository
@@ -30,11 +27,6 @@ from conduit.settings import get_settings
 
 TOP_UP_SOURCE = "conduit.auto-top-up"  # marks the billing function's asynchronous top-up events
 CLAIM_SECONDS = 15 * 60
-
-
-@lru_cache(maxsize=1)
-def lambda_client() -> Any:
-    return boto3.client("lambda")
 
 
 def top_up_event(account_id: str, claim: str) -> dict[str, str]:

@@ -36,19 +36,11 @@ from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, compac
 from conduit.observability import logger, metrics
 from conduit.repositories.accounts import Account
 from conduit.repositories.sessions import SessionsRepository
-from conduit.repositories.sites import SitesRepository
-from conduit.sessions import find_session_with_history, tool_allowed
+from conduit.sessions import find_session_with_history
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
+from conduit.toolbox import DEFAULT_MAX_ROUNDS, HISTORY_MESSAGES, AvailableTool, available_tools
 
-HISTORY_MESSAGES = 20  # the model sees at most this many messages of the conversation
-DEFAULT_MAX_ROUNDS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class AvailableTool:
-    site: dict[str, Any]
-    spec: ToolSpec
 
 
 @dataclass
@@ -108,31 +100,6 @@ class Exchange:
                 yield hold
         finally:
             self.credits_used += hold.cost
-
-
-def available_tools(account: Account, session: dict[str, Any]) -> dict[str, AvailableTool]:
-    """The tools the model may call, by published name: the session's sites (all of the account's
-    when it names none), minus expired sites, filtered by the allow and deny lists."""
-    sites = SitesRepository()
-    site_ids = session.get("siteIds")
-    if site_ids:
-        chosen = []
-        for site_id in site_ids:
-            try:
-                chosen.append(sites.get_site(account.account_id, site_id))
-            except ConduitError:
-                continue  # a site deleted since the session was made: its tools are gone
-    else:
-        chosen = sites.all_sites(account.account_id)
-    tools: dict[str, AvailableTool] = {}
-    for site in chosen:
-        if site["status"] != "active":
-            continue  # one broken site never breaks the others
-        for tool in json.loads(site["toolsJson"]):
-            name = tool["prefixedName"]
-            if name not in tools and tool_allowed(name, session.get("toolAllowList"), session.get("toolDenyList")):
-                tools[name] = AvailableTool(site, ToolSpec(name, tool["description"], tool["inputSchema"]))
-    return tools
 
 
 def _history(stored: list[dict[str, Any]]) -> list[Message]:

@@ -33,7 +33,6 @@ must drop with it, in one transaction.
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -47,8 +46,9 @@ from conduit.ids import iso, new_id, parse_iso
 from conduit.models import Message, ToolSpec, Usage
 from conduit.observability import logger
 from conduit.pricing import hold_amount, price_of, turn_cost
-from conduit.repositories.accounts import LEDGER_PREFIX, account_key, account_pk, ledger_entry_item
-from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
+from conduit.repositories.accounts import ledger_entry_item
+from conduit.repositories.base import ConditionsFailed, Page, backoff
+from conduit.repositories.credits import CreditsRepository
 from conduit.repositories.billing import top_up_threshold
 from conduit.tiers import ModelPrice, get_tiers
 
@@ -56,8 +56,6 @@ from conduit.tiers import ModelPrice, get_tiers
 # so this bounds waiting on a hot account rather than correctness.
 MAX_ATTEMPTS = 50
 MAX_KEY_LENGTH = 255  # keys are part of a sort key (1 KiB at most)
-HOLD_PREFIX = "HOLD#"
-MARKER_PREFIX = "IDEMPOTENCY#"
 LAPSE_REASON = "monthly credits lapsed"
 
 
@@ -93,7 +91,7 @@ def renew(account_id: str, monthly: int, reason: str, key: str) -> int:
     _require_text("key", key, MAX_KEY_LENGTH)
     if not _is_int(monthly) or monthly < 0:
         raise validation_error("monthly", "must be a non-negative integer")
-    table = Repository()
+    table = CreditsRepository()
     request = _fingerprint("renew", monthly, reason)
     for _ in _attempts(account_id):
         seen, marker, _hold = _read(table, account_id, key)
@@ -108,9 +106,9 @@ def renew(account_id: str, monthly: int, reason: str, key: str) -> int:
         if monthly:
             entries.append(_entry(account_id, monthly, after, reason, key, at))
         marker = _marker(account_id, key, request, after, at, entries[-1]["id"] if entries else None, delta=monthly - seen.monthly)
-        items = [_set_balances(table, account_id, seen, after, at), *(_put_new(table, e) for e in entries), _put_new(table, marker)]
+        items = [_set_balances(table, account_id, seen, after, at), *(table.put_new(e) for e in entries), table.put_new(marker)]
         try:
-            write_transaction(table.client, items)
+            table.write(items)
         except ConditionsFailed:
             continue
         return after.credits
@@ -119,15 +117,13 @@ def renew(account_id: str, monthly: int, reason: str, key: str) -> int:
 
 def balances(account_id: str) -> dict[str, int]:
     """The account's balances as GET /billing shows them (strongly consistent)."""
-    seen, _, _ = _read(Repository(), account_id, None)
+    seen, _, _ = _read(CreditsRepository(), account_id, None)
     return {"credits": seen.credits, "monthlyCredits": seen.monthly, "purchasedCredits": seen.purchased}
 
 
 def ledger_page(account_id: str, limit: int = 20, cursor: str | None = None) -> Page:
     """The ledger newest first, as GET /billing/ledger lists it."""
-    page = Repository().query_page(
-        account_pk(account_id), sk_prefix=LEDGER_PREFIX, limit=limit, cursor=cursor, newest_first=True
-    )
+    page = CreditsRepository().ledger_page(account_id, limit, cursor)
     entries = [
         {
             "id": item["id"],
@@ -231,7 +227,7 @@ def hold_model_turn(
 
 def open_holds(account_id: str) -> list[dict[str, Any]]:
     """The account's open holds (plain items)."""
-    return Repository().query_page(account_pk(account_id), sk_prefix=HOLD_PREFIX, limit=1000).items
+    return CreditsRepository().open_holds(account_id)
 
 
 def _hold(
@@ -241,7 +237,7 @@ def _hold(
     the turn under `key` was settled already."""
     _require_text("reason", reason, 500)
     _require_text("key", key, MAX_KEY_LENGTH)
-    table = Repository()
+    table = CreditsRepository()
     reclaimed = False
     for attempt in _rounds(account_id, known):
         seen, marker, hold = known if attempt == _KNOWN and known is not None else _read(table, account_id, key, with_hold=True)
@@ -259,17 +255,14 @@ def _hold(
             raise ConduitError("NO_CREDITS")
         at = _next_timestamp(seen)
         after = seen.with_held(seen.held + amount)
-        hold_item = {
-            "PK": account_pk(account_id), "SK": f"{HOLD_PREFIX}{key}", "key": key, "amount": amount,
-            "reason": reason, "createdAt": at, "leaseUntil": int(lease_until) + 1,
-        }
+        hold_item = table.hold_item(account_id, key, amount=amount, reason=reason, createdAt=at, leaseUntil=int(lease_until) + 1)
         items = [
             _set_balances(table, account_id, seen, after, at),
-            _put_new(table, hold_item),
-            _absent(table, account_id, f"{MARKER_PREFIX}{key}"),
+            table.put_new(hold_item),
+            table.marker_absent(account_id, key),
         ]
         try:
-            write_transaction(table.client, items)
+            table.write(items)
         except ConditionsFailed:
             continue
         return amount, None, replace(after, changed_at=at)
@@ -280,7 +273,7 @@ def _settle(account_id: str, key: str, reason: str, cost: int, *, known: _Snapsh
     """Charge a held turn's actual `cost` (one ledger entry) and free its hold; the cost charged.
     A cost above what the balance still covers (its hold and the credits nobody holds: an input
     estimate that undershot, or a hold taken back after its lease) is charged as far as it goes."""
-    table = Repository()
+    table = CreditsRepository()
     request = _fingerprint("turn", reason)
     for attempt in _rounds(account_id, known):
         seen, marker, hold = known if attempt == _KNOWN and known is not None else _read(table, account_id, key, with_hold=True)
@@ -296,13 +289,13 @@ def _settle(account_id: str, key: str, reason: str, cost: int, *, known: _Snapsh
         entry = _entry(account_id, -charge, after, reason, key, at)
         items = [
             _set_balances(table, account_id, seen, after, at),
-            _put_new(table, entry),
-            _put_new(table, _marker(account_id, key, request, after, at, entry["id"], delta=-charge)),
+            table.put_new(entry),
+            table.put_new(_marker(account_id, key, request, after, at, entry["id"], delta=-charge)),
         ]
         if hold is not None:
-            items.append(_delete_existing(table, account_id, f"{HOLD_PREFIX}{key}"))
+            items.append(table.delete_hold(account_id, key))
         try:
-            write_transaction(table.client, items)
+            table.write(items)
         except ConditionsFailed:
             continue
         if seen.top_up_below is not None and after.credits < seen.top_up_below:
@@ -313,23 +306,23 @@ def _settle(account_id: str, key: str, reason: str, cost: int, *, known: _Snapsh
 
 def _release(account_id: str, key: str) -> bool:
     """Free the hold under `key`, charging nothing; False when there was none (released already)."""
-    table = Repository()
+    table = CreditsRepository()
     for _ in _attempts(account_id):
         seen, _, hold = _read(table, account_id, None, with_hold=True, hold_key=key)
         if hold is None:
             return False
         at = _next_timestamp(seen)
         after = seen.with_held(max(0, seen.held - int(hold["amount"])))
-        items = [_set_balances(table, account_id, seen, after, at), _delete_existing(table, account_id, f"{HOLD_PREFIX}{key}")]
+        items = [_set_balances(table, account_id, seen, after, at), table.delete_hold(account_id, key)]
         try:
-            write_transaction(table.client, items)
+            table.write(items)
         except ConditionsFailed:
             continue
         return True
     raise AssertionError("unreachable")
 
 
-def _reclaim_expired_holds(table: Repository, account_id: str) -> bool:
+def _reclaim_expired_holds(table: CreditsRepository, account_id: str) -> bool:
     """Release the holds whose lease has passed (their process died); whether any was."""
     now = time.time()
     expired = [hold["key"] for hold in open_holds(account_id) if int(hold["leaseUntil"]) < now]
@@ -390,7 +383,7 @@ def _change(
     the account's threshold."""
     _require_text("reason", reason, 500)
     _require_text("key", key, MAX_KEY_LENGTH)
-    table = Repository()
+    table = CreditsRepository()
     request = request or _fingerprint("change", delta, reason)
     reclaimed = False
     for attempt in _rounds(account_id, known):
@@ -408,9 +401,9 @@ def _change(
         at = _next_timestamp(seen)
         entry = _entry(account_id, delta, after, reason, key, at)
         marker = _marker(account_id, key, request, after, at, entry["id"], delta=delta)
-        items = [_set_balances(table, account_id, seen, after, at), _put_new(table, entry), _put_new(table, marker)]
+        items = [_set_balances(table, account_id, seen, after, at), table.put_new(entry), table.put_new(marker)]
         try:
-            write_transaction(table.client, items)
+            table.write(items)
         except ConditionsFailed:
             # The balance changed since we read it, or a concurrent call with the
             # same key committed first; the next round's read sorts out which.
@@ -422,30 +415,12 @@ def _change(
 
 
 def _read(
-    table: Repository, account_id: str, key: str | None, *, with_hold: bool = False, hold_key: str | None = None
+    table: CreditsRepository, account_id: str, key: str | None, *, with_hold: bool = False, hold_key: str | None = None
 ) -> tuple[_Balance, dict[str, Any] | None, dict[str, Any] | None]:
     """The balances, the marker of `key` and the hold of `key` (or `hold_key`): one consistent snapshot."""
-    keys = [account_key(account_id)]
-    if key is not None:
-        keys.append(to_item({"PK": account_pk(account_id), "SK": f"{MARKER_PREFIX}{key}"}))
-    if with_hold:
-        keys.append(to_item({"PK": account_pk(account_id), "SK": f"{HOLD_PREFIX}{hold_key or key}"}))
-    request = [{"Get": {"TableName": table.table_name, "Key": item_key}} for item_key in keys]
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            response = table.client.transact_get_items(TransactItems=request)
-            break
-        except table.client.exceptions.TransactionCanceledException:
-            # DynamoDB cancels a read that meets a write in flight on a hot account: read again.
-            if attempt == MAX_ATTEMPTS - 1:
-                raise
-            time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
-    found = [from_item(answer.get("Item", {})) or None for answer in response["Responses"]]
-    account = found[0]
+    account, marker, hold = table.snapshot(account_id, key, (hold_key or key) if with_hold else None)
     if account is None:
         raise ConduitError("NOT_FOUND", "No account found with the provided ID")
-    marker = found[1] if key is not None else None
-    hold = found[-1] if with_hold else None
     return balance_of(account), marker, hold
 
 
@@ -463,26 +438,16 @@ def balance_of(account: dict[str, Any]) -> _Balance:
     )
 
 
-def _set_balances(table: Repository, account_id: str, seen: _Balance, after: _Balance, at: str) -> dict[str, Any]:
-    return {
-        "Update": {
-            "TableName": table.table_name,
-            "Key": account_key(account_id),
-            "UpdateExpression": "SET #credits = :credits, #monthly = :monthly, #purchased = :purchased, "
-            "#held = :held, #changedAt = :at",
-            "ConditionExpression": "#changedAt = :seenAt",
-            "ExpressionAttributeNames": {
-                "#credits": "credits", "#monthly": "monthlyCredits", "#purchased": "purchasedCredits",
-                "#held": "heldCredits", "#changedAt": "balanceChangedAt",
-            },
-            "ExpressionAttributeValues": to_item(
-                {
-                    ":credits": after.credits, ":monthly": after.monthly, ":purchased": after.purchased,
-                    ":held": after.held, ":at": at, ":seenAt": seen.changed_at,
-                }
-            ),
-        }
-    }
+def _set_balances(table: CreditsRepository, account_id: str, seen: _Balance, after: _Balance, at: str) -> dict[str, Any]:
+    return table.set_balances(
+        account_id,
+        seen_changed_at=seen.changed_at,
+        at=at,
+        credits=after.credits,
+        monthlyCredits=after.monthly,
+        purchasedCredits=after.purchased,
+        heldCredits=after.held,
+    )
 
 
 def _entry(account_id: str, delta: int, after: _Balance, reason: str, key: str, at: str) -> dict[str, Any]:
@@ -495,10 +460,7 @@ def _entry(account_id: str, delta: int, after: _Balance, reason: str, key: str, 
 def _marker(
     account_id: str, key: str, request: str, after: _Balance, at: str, entry_id: str | None, *, delta: int
 ) -> dict[str, Any]:
-    marker = {
-        "PK": account_pk(account_id), "SK": f"{MARKER_PREFIX}{key}", "key": key, "request": request,
-        "delta": delta, "balance": after.credits, "createdAt": at,
-    }
+    marker = CreditsRepository.marker_item(account_id, key, request=request, delta=delta, balance=after.credits, createdAt=at)
     if entry_id is not None:
         marker["entryId"] = entry_id
     return marker
@@ -523,21 +485,6 @@ def _replayed(marker: dict[str, Any], request: str) -> dict[str, Any]:
     return marker
 
 
-def _put_new(table: Repository, values: dict[str, Any]) -> dict[str, Any]:
-    item = to_item(values)
-    return {"Put": {"TableName": table.table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
-
-
-def _absent(table: Repository, account_id: str, sk: str) -> dict[str, Any]:
-    key = to_item({"PK": account_pk(account_id), "SK": sk})
-    return {"ConditionCheck": {"TableName": table.table_name, "Key": key, "ConditionExpression": "attribute_not_exists(PK)"}}
-
-
-def _delete_existing(table: Repository, account_id: str, sk: str) -> dict[str, Any]:
-    key = to_item({"PK": account_pk(account_id), "SK": sk})
-    return {"Delete": {"TableName": table.table_name, "Key": key, "ConditionExpression": "attribute_exists(PK)"}}
-
-
 def _next_timestamp(seen: _Balance) -> str:
     """Now, but strictly after the previous change, so the ledger sorts in commit order."""
     now = datetime.now(UTC)
@@ -559,10 +506,7 @@ def _rounds(account_id: str, known: _Snapshot | None) -> Iterator[int]:
 
 def _attempts(account_id: str) -> Iterator[int]:
     """Rounds of compare-and-set, with jittered backoff so rivals spread out."""
-    for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-            time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
-        yield attempt
+    yield from backoff(MAX_ATTEMPTS, base=0.001, cap=0.1)
     raise RuntimeError(f"the balance of account {account_id} kept changing; gave up after {MAX_ATTEMPTS} attempts")
 
 

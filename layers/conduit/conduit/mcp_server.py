@@ -33,8 +33,8 @@ from conduit.models import compact
 from conduit.repositories.accounts import Account
 from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.runs import RunsRepository
-from conduit.repositories.sites import SitesRepository
 from conduit.runs import start_run
+from conduit.toolbox import available_tools
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -125,15 +125,11 @@ def find_tool(account: Account, name: str) -> Tool | None:
 
 
 def _site_tools(account: Account) -> dict[str, Tool]:
-    tools: dict[str, Tool] = {}
-    for site in SitesRepository().all_sites(account.account_id):
-        if site["status"] != "active":
-            continue
-        for tool in json.loads(site["toolsJson"]):
-            tools.setdefault(
-                tool["prefixedName"], Tool(tool["prefixedName"], tool["description"], tool["inputSchema"], site=site)
-            )
-    return tools
+    """Every active site's tools, as chat offers them to the model when a session names no sites."""
+    return {
+        name: Tool(name, available.spec.description, available.spec.input_schema, site=available.site)
+        for name, available in available_tools(account, {}).items()
+    }
 
 
 def _agent_tools(account: Account) -> dict[str, Tool]:

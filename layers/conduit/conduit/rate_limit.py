@@ -1,9 +1,8 @@
-"""Fixed-window rate limits on DynamoDB counters: one conditional write per check.
+"""Rate limits (API.md §4): fixed one-minute windows on DynamoDB counters, one conditional write
+per check (conduit.repositories.rate_windows).
 
-The window is part of the key (RATE#<scope>#<subject>#<windowStart>), so a new
-window starts at zero without relying on TTL (TTL only cleans up). The write
-increments only while the count is under the limit, so with N parallel
-requests exactly min(N, limit) are admitted.
+Every request of an account is counted by `count_account_request`: the gate counts the caller's
+account, a workspace route the workspace's (its own tier), an agent webhook its agent's account.
 """
 
 from __future__ import annotations
@@ -13,7 +12,11 @@ import time
 from dataclasses import dataclass
 
 from conduit.errors import ConduitError
-from conduit.repositories.base import Repository
+from conduit.repositories.accounts import Account
+from conduit.repositories.rate_windows import RateWindowsRepository
+from conduit.tiers import get_tiers
+
+WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,31 +33,29 @@ class RateWindow:
         }
 
 
-class RateLimiter(Repository):
-    def hit(
-        self, scope: str, subject: str, limit: int, *, window_seconds: int = 60, code: str = "RATE_LIMITED"
-    ) -> RateWindow:
-        """Count one request; raise `code` (429) with Retry-After when the window is full."""
-        now = time.time()
-        window_start = int(now // window_seconds) * window_seconds
-        reset = window_start + window_seconds
-        try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key={"PK": {"S": f"RATE#{scope}#{subject}#{window_start}"}, "SK": {"S": "RATE"}},
-                UpdateExpression="ADD #count :one SET expiresAt = if_not_exists(expiresAt, :expires)",
-                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
-                ExpressionAttributeNames={"#count": "count"},
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":limit": {"N": str(limit)},
-                    ":expires": {"N": str(reset + window_seconds)},
-                },
-                ReturnValues="UPDATED_NEW",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            window = RateWindow(limit=limit, remaining=0, reset_epoch=reset)
-            retry_after = max(1, math.ceil(reset - now))
-            raise ConduitError(code, headers={"Retry-After": str(retry_after), **window.headers()}) from None
-        count = int(response["Attributes"]["count"]["N"])
-        return RateWindow(limit=limit, remaining=max(0, limit - count), reset_epoch=reset)
+def count_account_request(account: Account) -> RateWindow:
+    """One request of `account`, at its tier's requests per minute; RATE_LIMITED (429) when full."""
+    return _hit("account", account.account_id, get_tiers().tier(account.tier).requests_per_minute)
+
+
+def count_anonymous_request(source_ip: str) -> RateWindow:
+    """One unauthenticated request from `source_ip`; RATE_LIMITED (429) when full."""
+    return _hit("ip", source_ip, get_tiers().unauthenticated_requests_per_minute)
+
+
+def count_outgoing_call(account_id: str, domain: str) -> RateWindow:
+    """One tool call of an account to a site's domain; OUTGOING_RATE_LIMITED (429) when full."""
+    limit = get_tiers().outgoing_calls_per_minute_per_domain
+    return _hit("outgoing", f"{account_id}#{domain}", limit, code="OUTGOING_RATE_LIMITED")
+
+
+def _hit(scope: str, subject: str, limit: int, *, code: str = "RATE_LIMITED") -> RateWindow:
+    now = time.time()
+    window_start = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
+    reset = window_start + WINDOW_SECONDS
+    count = RateWindowsRepository().count(scope, subject, window_start, limit, expires_at=reset + WINDOW_SECONDS)
+    if count is None:
+        window = RateWindow(limit=limit, remaining=0, reset_epoch=reset)
+        retry_after = max(1, math.ceil(reset - now))
+        raise ConduitError(code, headers={"Retry-After": str(retry_after), **window.headers()})
+    return RateWindow(limit=limit, remaining=max(0, limit - count), reset_epoch=reset)

@@ -22,7 +22,6 @@ from typing import Any
 from conduit import credits
 from conduit.pricing import least_turn_cost
 from conduit.agents import TRIGGER_FEATURES
-from conduit.chat import available_tools
 from conduit.errors import ConduitError
 from conduit.ids import iso, parse_iso, utc_now
 from conduit.models import Message, ToolCall, compact, resolve_model
@@ -32,8 +31,8 @@ from conduit.repositories.runs import RUNNING, RunsRepository, message_sk, step_
 from conduit.runs import ENDING_ERRORS, EXECUTION_ENDINGS, end_run, start_run
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
+from conduit.toolbox import HISTORY_MESSAGES, available_tools
 
-HISTORY_MESSAGES = 20  # as in chat: the model sees at most this many messages
 STORED_RESULT_CHARS = 64 * 1024  # a DynamoDB item holds 400 KB; the model sees at most this much of a result
 STEP_RESULT_CHARS = 4 * 1024  # what a tool step shows of its result (GET /runs/{id}); the run's reader needs a glimpse, not the page
 TRANSIENT_CODES = frozenset({"SITE_UNAVAILABLE", "MODEL_ERROR", "CHAT_TIMEOUT"})

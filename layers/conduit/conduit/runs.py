@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from typing import Any
 
-import boto3
 
-from conduit.agents import find_agent
+from conduit.aws import stepfunctions_client
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, parse_iso, utc_now
 from conduit.models import compact
@@ -44,11 +42,6 @@ ENDING_ERRORS = {
     "timed_out": {"code": "RUN_TIMED_OUT", "message": "The run exceeded RUN_TIMEOUT_SECONDS"},
     "cancelled": {"code": "RUN_CANCELLED", "message": "The run was cancelled"},
 }
-
-
-@lru_cache(maxsize=1)
-def stepfunctions_client() -> Any:
-    return boto3.client("stepfunctions")
 
 
 def execution_arn(run_id: str) -> str:
@@ -217,7 +210,7 @@ def get_run(account: Account, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(account: Account, agent_id: str, limit: int, cursor: str | None) -> Page:
-    agent = find_agent(account, agent_id)
+    agent = AgentsRepository().find_owned(account.account_id, agent_id)
     page = RunsRepository().list_runs(agent["agentId"], limit, cursor)
     return Page(items=[run_view(run) for run in page.items], next_cursor=page.next_cursor)
 

@@ -124,14 +124,3 @@ def get_session(token: str, account: Account) -> dict[str, Any]:
 def delete_session(token: str, account: Account) -> None:
     find_session(token, account, allow_expired=True)  # cleaning up an expired session is fine
     SessionsRepository().delete(token)
-
-
-def tool_allowed(name: str, allow: list[str] | None, deny: list[str] | None) -> bool:
-    """Exact names or a trailing `*` prefix; deny wins; no allow list means everything is allowed."""
-
-    def matches(patterns: list[str]) -> bool:
-        return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)
-
-    if deny and matches(deny):
-        return False
-    return not allow or matches(allow)

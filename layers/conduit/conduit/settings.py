@@ -108,9 +108,23 @@ class Settings(BaseModel):
         pairs = (part.split("=", 1) for part in self.stripe_tier_prices.split(",") if part.strip())
         return {tier.strip(): price.strip() for tier, price in pairs}
 
+    def require(self, *fields: str) -> Settings:
+        """These settings, which a function cannot work without, are set: checked at its cold start
+        (Lambda reports the init error naming the variables), not inside some request later."""
+        missing = [str(Settings.model_fields[name].validation_alias) for name in fields if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"this function needs {', '.join(missing)} (empty or not set)")
+        return self
+
     @property
     def admin_email_set(self) -> frozenset[str]:
         return frozenset(email.strip().lower() for email in self.admin_emails.split(",") if email.strip())
+
+
+# What a function that starts agent runs, or one that also manages their schedules, cannot work
+# without (`Settings.require`, at its cold start). The template sets them; so does the local stack.
+RUNS_NEED = ("run_state_machine_arn",)
+SCHEDULES_NEED = (*RUNS_NEED, "schedule_group", "scheduler_role_arn", "schedule_target_arn", "webhook_base_url")
 
 
 @lru_cache(maxsize=1)

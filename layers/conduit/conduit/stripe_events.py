@@ -31,7 +31,7 @@ from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso
 from conduit.observability import logger
 from conduit.repositories.accounts import AccountsRepository
-from conduit.repositories.base import dynamodb_client
+from conduit.aws import dynamodb_client
 from conduit.repositories.billing import BillingRepository
 from conduit.settings import get_settings
 from conduit.tiers import TIER_NAMES, get_tiers

@@ -10,6 +10,7 @@ all four tiers required (the API names them; a missing one would be a 500).
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -137,6 +138,13 @@ class TiersConfig(_FileModel):
         if duplicates:
             raise ValueError(f"two packs of the same credits: {', '.join(map(str, duplicates))}")
         return packs
+
+    def tier_in_force(self, stored_tier: str, subscription_status: str | None, past_due_since: datetime | None, now: datetime) -> str:
+        """The stored tier, or free once a past-due subscription has outlived `pastDueGraceDays`
+        (API.md §4): computed on every read, so no sweep has to run on time."""
+        if subscription_status != "past_due" or past_due_since is None:
+            return stored_tier
+        return "free" if now >= past_due_since + timedelta(days=self.past_due_grace_days) else stored_tier
 
     def tier(self, name: str) -> Tier:
         """The tier called `name`; an unknown name is the caller's input error."""

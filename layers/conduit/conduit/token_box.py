@@ -12,19 +12,12 @@ decrypted only at call time and never logged or returned.
 from __future__ import annotations
 
 import base64
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
-import boto3
-
+from conduit.aws import kms_client
 from conduit.settings import get_settings
 
 Purpose = Literal["access", "refresh", "pkce-verifier"]
-
-
-@lru_cache(maxsize=1)
-def _kms() -> Any:
-    return boto3.client("kms")
 
 
 def _context(account_id: str, site_id: str, purpose: Purpose) -> dict[str, str]:
@@ -32,7 +25,7 @@ def _context(account_id: str, site_id: str, purpose: Purpose) -> dict[str, str]:
 
 
 def seal(plaintext: str, *, account_id: str, site_id: str, purpose: Purpose) -> str:
-    response = _kms().encrypt(
+    response = kms_client().encrypt(
         KeyId=get_settings().vault_key_id,
         Plaintext=plaintext.encode("utf-8"),
         EncryptionContext=_context(account_id, site_id, purpose),
@@ -41,7 +34,7 @@ def seal(plaintext: str, *, account_id: str, site_id: str, purpose: Purpose) -> 
 
 
 def unseal(ciphertext: str, *, account_id: str, site_id: str, purpose: Purpose) -> str:
-    response = _kms().decrypt(
+    response = kms_client().decrypt(
         CiphertextBlob=base64.b64decode(ciphertext),
         EncryptionContext=_context(account_id, site_id, purpose),
     )

@@ -23,15 +23,13 @@ from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
 from conduit.manifests import LEGACY_CALL_SHAPES, TOOL_NAME_PLACEHOLDER
 from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, OutboundResponse, OutboundUnavailable
-from conduit.rate_limit import RateLimiter
+from conduit.rate_limit import count_outgoing_call
 from conduit.repositories.sites import SitesRepository
 from conduit.site_oauth import can_refresh, refresh, token_for_call
 from conduit.tiers import get_tiers
 
 MAX_RESULT_BYTES = 1024 * 1024
 TOOL_TIMEOUT_SECONDS = 30.0
-
-
 def find_tool(site: dict[str, Any], name: str) -> dict[str, Any]:
     """A tool of the site by original or prefixed name."""
     for candidate in json.loads(site["toolsJson"]):
@@ -138,13 +136,7 @@ def run_site_tool(
     `remaining()` seconds (asked after the charge) and the 30 s cap. Arguments failing the tool's
     schema never reach the site, so they are refused (VALIDATION_ERROR) before being counted or charged."""
     check_arguments(find_tool(site, name), arguments)
-    limits = get_tiers()
-    RateLimiter().hit(
-        "outgoing",
-        f"{account_id}#{site['domain']}",
-        limits.outgoing_calls_per_minute_per_domain,
-        code="OUTGOING_RATE_LIMITED",
-    )
-    charge(limits.costs.tool_call)
+    count_outgoing_call(account_id, site["domain"])
+    charge(get_tiers().costs.tool_call)
     client = GuardedClient(timeout=min(remaining(), TOOL_TIMEOUT_SECONDS))
     return call_tool(site, name, arguments, client=client)

@@ -15,7 +15,7 @@ from conduit import safe_json
 from conduit.agents import hash_secret
 from conduit.errors import ConduitError
 from conduit.limits import require_feature
-from conduit.rate_limit import RateLimiter
+from conduit.rate_limit import count_account_request
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.agents import AgentsRepository
 from conduit.runs import start_run
@@ -34,7 +34,7 @@ def trigger(agent_id: str, secret: str | None, body: str | None) -> dict[str, An
     if account is None:
         raise ConduitError("WEBHOOK_SECRET_INVALID")
     tier = get_tiers().tier(account.tier)
-    RateLimiter().hit("account", account.account_id, tier.requests_per_minute)
+    count_account_request(account)
     require_feature(tier, "webhooks")  # the account may have lost the feature since
     payload = _payload(body)
     if agent.get("webhookSchemaJson"):

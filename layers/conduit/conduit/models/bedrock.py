@@ -2,8 +2,8 @@
 
 The function's role needs `bedrock:InvokeModel` (and, for streaming,
 `bedrock:InvokeModelWithResponseStream`) on the model. The system prompt is
-Converse's `system`; with `on_text` the turn uses ConverseStream. boto3 is imported
-here only, on first use, so functions that never call Bedrock do not load it.
+Converse's `system`; with `on_text` the turn uses ConverseStream. The client comes from
+conduit.aws, made on first use.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from functools import cache
 from typing import Any
 
+from conduit.aws import bedrock_runtime_client
 from conduit.errors import ConduitError
 from conduit.models import (
     Message,
@@ -34,17 +34,6 @@ from conduit.models.wire import parse_json_object
 MAX_TOKENS = 4096  # the most a turn is held for (credits.py)
 
 
-@cache
-def bedrock_client() -> Any:
-    """One client per cold start (creating one costs tens of milliseconds); tests stub this one."""
-    import boto3
-    from botocore.config import Config
-
-    # The chat deadline is checked around the call; these bound a hung connection. Throttles and
-    # 5xx are retried by BedrockModel (API.md §14: at most twice, never past the exchange's deadline,
-    # which botocore's own retries know nothing of), so botocore makes one attempt.
-    config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 1})
-    return boto3.client("bedrock-runtime", config=config)
 
 
 # --- our messages -> Converse ---------------------------------------------------------------------
@@ -244,7 +233,7 @@ class BedrockModel:
         the wait would outlive `deadline`; the last ClientError is raised."""
         from botocore.exceptions import ClientError
 
-        client = bedrock_client()
+        client = bedrock_runtime_client()
         call = client.converse_stream if stream else client.converse
         for attempt in range(wire.MAX_RETRIES + 1):
             if time.monotonic() >= deadline:

@@ -12,12 +12,12 @@ counter) goes through `repositories.base.write_transaction`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, parse_iso
-from conduit.repositories.base import Repository, from_item, to_item
+from conduit.repositories.base import Repository, from_item, to_item, update_request
 from conduit.tiers import TIER_NAMES, get_tiers
 
 AccountKind = Literal["personal", "workspace"]
@@ -82,7 +82,12 @@ class Account:
             account_id=item["accountId"],
             kind=item["kind"],
             owner_id=item["ownerId"],
-            tier=effective_tier(item, now or datetime.now(UTC)),
+            tier=get_tiers().tier_in_force(
+                item["tier"],
+                item.get("subscriptionStatus"),
+                parse_iso(item["pastDueSince"]) if item.get("pastDueSince") else None,
+                now or datetime.now(UTC),
+            ),
             credits=int(item["credits"]),
             subscription_status=item["subscriptionStatus"],
             created_at=item["createdAt"],
@@ -92,15 +97,6 @@ class Account:
             purchased_credits=int(item["purchasedCredits"]) if "purchasedCredits" in item else int(item["credits"]) - int(item.get("monthlyCredits", 0)),
             item=item,
         )
-
-
-def effective_tier(item: dict[str, Any], now: datetime) -> str:
-    """The stored tier, or free once a past-due subscription has outlived its grace period."""
-    since = item.get("pastDueSince")
-    if item.get("subscriptionStatus") != "past_due" or not since:
-        return item["tier"]
-    grace = timedelta(days=get_tiers().past_due_grace_days)
-    return "free" if now >= parse_iso(since) + grace else item["tier"]
 
 
 class AccountsRepository(Repository):
@@ -186,23 +182,16 @@ class AccountsRepository(Repository):
         keep_or_set: dict[str, Any] | None = None,
         remove: tuple[str, ...] = (),
     ) -> Account:
-        keep_or_set = keep_or_set or {}
-        names = {f"#{name}": name for name in (*values, *keep_or_set, *remove)}
-        assignments = [f"#{name} = :{name}" for name in values]
-        assignments += [f"#{name} = if_not_exists(#{name}, :{name})" for name in keep_or_set]
-        expression = "SET " + ", ".join(assignments)
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#{name}" for name in remove)
+        request = update_request(
+            self.table_name,
+            {"PK": account_pk(account_id), "SK": ACCOUNT_SK},
+            set_values=values,
+            set_if_absent=keep_or_set,
+            remove=remove,
+            condition="attribute_exists(PK)",
+        )
         try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key=account_key(account_id),
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item({f":{name}": value for name, value in (values | keep_or_set).items()}),
-                ReturnValues="ALL_NEW",
-            )
+            response = self.client.update_item(**request, ReturnValues="ALL_NEW")
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ConduitError("NOT_FOUND", "No account found with the provided ID") from None
         return Account.from_item(from_item(response["Attributes"]))

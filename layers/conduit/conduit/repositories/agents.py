@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.limits import create_counted, delete_counted
+from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item, write_transaction
 
 
@@ -45,6 +45,13 @@ class AgentsRepository(Repository):
     def find(self, agent_id: str) -> dict[str, Any] | None:
         key = agent_key(agent_id)
         return self.get(key["PK"], key["SK"])
+
+    def find_owned(self, account_id: str, agent_id: str) -> dict[str, Any]:
+        """The account's agent; AGENT_NOT_FOUND for a missing one or another account's (existence does not leak)."""
+        agent = self.find(agent_id) if len(agent_id) <= 64 else None
+        if agent is None or agent["accountId"] != account_id:
+            raise ConduitError("AGENT_NOT_FOUND")
+        return agent
 
     def list_agents(self, account_id: str, limit: int, cursor: str | None) -> Page:
         return self.query_page(agents_of(account_id), index="GSI1", limit=limit, cursor=cursor, newest_first=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.limits import create_counted, delete_counted
+from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item
 
 

@@ -10,16 +10,17 @@ import base64
 import binascii
 import json
 import random
+import re
 import time
 from contextvars import ContextVar
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from conduit import safe_json
+from conduit.aws import dynamodb_client
 from conduit.errors import validation_error
 from conduit.settings import get_settings
 
@@ -27,6 +28,7 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 KEY_ATTRIBUTES = ("PK", "SK", "GSI1PK", "GSI1SK")
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 # Items the gate read for this request's route in its one BatchGetItem (conduit.auth.prefetch), absent
 # ones as None: `Repository.get` answers each from here once instead of a GetItem of its own (issue 22).
@@ -37,13 +39,6 @@ _PREFETCHED: ContextVar[dict[tuple[str, str], dict[str, Any] | None]] = ContextV
 def set_prefetched(found: dict[tuple[str, str], dict[str, Any] | None]) -> None:
     """What this request's gate read for its route (an empty dict clears the last request's)."""
     _PREFETCHED.set(dict(found))
-
-
-@lru_cache(maxsize=1)
-def dynamodb_client() -> Any:
-    # Created on first use rather than at import, so tests can start moto first;
-    # cached, so a warm Lambda reuses one client and its connection pool.
-    return boto3.client("dynamodb")
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +97,57 @@ def decode_cursor(
     return {name: {"S": value} for name, value in plain.items()}
 
 
+def update_request(
+    table_name: str,
+    key: dict[str, str],
+    *,
+    set_values: dict[str, Any] | None = None,
+    set_if_absent: dict[str, Any] | None = None,
+    add: dict[str, int] | None = None,
+    remove: tuple[str, ...] = (),
+    condition: str | None = None,
+    condition_names: dict[str, str] | None = None,
+    condition_values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one builder of an UpdateItem request (also a transaction's `Update`): SET, SET
+    if_not_exists, ADD and REMOVE, every attribute behind a name placeholder (`#<name>`), so
+    reserved words such as `count` are safe; `condition` may use those placeholders and names
+    any others in `condition_names`, its values in `condition_values` (plain values, serialized here)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def placeholder(prefix: str, index: int, name: str, value: Any = None) -> tuple[str, str]:
+        # `#<name>` for a plain name, so a condition may say `#count` too; any other name numbered.
+        attribute = f"#{name}" if _PLAIN_NAME.fullmatch(name) else f"#{prefix}{index}"
+        names[attribute] = name
+        if value is not None:
+            values[f":{prefix}{index}"] = value
+        return attribute, f":{prefix}{index}"
+
+    assignments = [" = ".join(placeholder("s", i, n, v)) for i, (n, v) in enumerate((set_values or {}).items())]
+    for index, (name, value) in enumerate((set_if_absent or {}).items()):
+        attribute, value_name = placeholder("k", index, name, value)
+        assignments.append(f"{attribute} = if_not_exists({attribute}, {value_name})")
+    clauses = ["SET " + ", ".join(assignments)] if assignments else []
+    if add:
+        clauses.append("ADD " + ", ".join(" ".join(placeholder("a", i, n, v)) for i, (n, v) in enumerate(add.items())))
+    if remove:
+        clauses.append("REMOVE " + ", ".join(placeholder("r", i, n)[0] for i, n in enumerate(remove)))
+    names.update(condition_names or {})
+    values.update(condition_values or {})
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "Key": to_item(key),
+        "UpdateExpression": " ".join(clauses),
+        "ExpressionAttributeNames": names,
+    }
+    if condition:
+        request["ConditionExpression"] = condition
+    if values:
+        request["ExpressionAttributeValues"] = to_item(values)
+    return request
+
+
 class Repository:
     def __init__(self, client: Any | None = None, table_name: str | None = None) -> None:
         self.client = client or dynamodb_client()
@@ -144,27 +190,17 @@ class Repository:
         condition_values: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Set (and remove) attributes if `condition` holds, returning the item as stored; None if it does not."""
-        names = {f"#a{index}": name for index, name in enumerate(values)}
-        names.update({f"#r{index}": name for index, name in enumerate(remove)})
-        names.update(condition_names or {})
-        clauses = []
-        if values:
-            clauses.append("SET " + ", ".join(f"#a{index} = :v{index}" for index in range(len(values))))
-        if remove:
-            clauses.append("REMOVE " + ", ".join(f"#r{index}" for index in range(len(remove))))
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": to_item(key),
-            "UpdateExpression": " ".join(clauses),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ReturnValues": "ALL_NEW",
-        }
-        attribute_values = {**{f":v{index}": value for index, value in enumerate(values.values())}, **(condition_values or {})}
-        if attribute_values:
-            request["ExpressionAttributeValues"] = to_item(attribute_values)
+        request = update_request(
+            self.table_name,
+            key,
+            set_values=values,
+            remove=remove,
+            condition=condition,
+            condition_names=condition_names,
+            condition_values=condition_values,
+        )
         try:
-            response = self.client.update_item(**request)
+            response = self.client.update_item(**request, ReturnValues="ALL_NEW")
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
         return from_item(response["Attributes"])
@@ -183,12 +219,11 @@ class Repository:
         """Delete items by key, 25 per BatchWriteItem (its limit), retrying what DynamoDB leaves unprocessed."""
         for start in range(0, len(keys), 25):
             requests = [{"DeleteRequest": {"Key": to_item(key)}} for key in keys[start : start + 25]]
-            for attempt in range(CONFLICT_ATTEMPTS):
+            for _ in backoff(CONFLICT_ATTEMPTS, base=0.005):
                 unprocessed = self.client.batch_write_item(RequestItems={self.table_name: requests}).get("UnprocessedItems", {})
                 requests = unprocessed.get(self.table_name, [])
                 if not requests:
                     break
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
             if requests:
                 raise RuntimeError(f"{len(requests)} deletes stayed unprocessed")
 
@@ -243,6 +278,16 @@ class Repository:
 CONFLICT_ATTEMPTS = 5
 
 
+def backoff(attempts: int, *, base: float, cap: float = 1.0) -> Iterator[int]:
+    """The one retry loop: attempt numbers 0 … attempts-1, sleeping before each retry a full-jitter
+    backoff (uniform up to base·2^attempt, at most `cap`) so rivals spread out instead of colliding
+    again. The caller breaks out on success and decides what running out means."""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(random.uniform(0, min(base * 2**attempt, cap)))
+        yield attempt
+
+
 class ConditionsFailed(Exception):
     """A transaction was cancelled because the conditions of these items (indexes) failed."""
 
@@ -258,7 +303,7 @@ def write_transaction(client: Any, items: list[dict[str, Any]]) -> None:
     the balance vs. the idempotency marker), which is why this returns the
     positions from CancellationReasons rather than a bare "it failed".
     """
-    for attempt in range(CONFLICT_ATTEMPTS):
+    for attempt in backoff(CONFLICT_ATTEMPTS, base=0.005):
         try:
             client.transact_write_items(TransactItems=items)
             return
@@ -269,4 +314,3 @@ def write_transaction(client: Any, items: list[dict[str, Any]]) -> None:
                 raise ConditionsFailed(failed) from None
             if "TransactionConflict" not in codes or attempt == CONFLICT_ATTEMPTS - 1:
                 raise
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # jitter, so the rivals do not collide again

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conduit.repositories.accounts import Account, account_key, account_pk
-from conduit.repositories.base import ConditionsFailed, Repository, from_item, to_item, write_transaction
+from conduit.repositories.accounts import ACCOUNT_SK, Account, account_key, account_pk
+from conduit.repositories.base import ConditionsFailed, Repository, from_item, to_item, update_request, write_transaction
 
 CUSTOMER_PREFIX = "STRIPECUSTOMER#"
 
@@ -204,8 +204,7 @@ class BillingRepository(Repository):
         starts the grace period (`pastDueSince`, kept while it stays past due); other statuses end it.
         `only_current`: apply only if `subscription_id` is the account's subscription.
         """
-        values: dict[str, Any] = {":status": status, ":at": event_created, ":changed": changed_at, ":sub": subscription_id}
-        assignments = ["subscriptionStatus = :status", "subscriptionEventAt = :at", "subscriptionChangedAt = :changed"]
+        values: dict[str, Any] = {"subscriptionStatus": status, "subscriptionEventAt": event_created, "subscriptionChangedAt": changed_at}
         removals = []
         condition = "attribute_exists(PK) AND (attribute_not_exists(subscriptionEventAt) OR subscriptionEventAt <= :at)"
         if status == "canceled":
@@ -213,18 +212,27 @@ class BillingRepository(Repository):
             removals.append("stripeSubscriptionId")
             condition += " AND (attribute_not_exists(stripeSubscriptionId) OR stripeSubscriptionId = :sub)"
         else:
-            assignments.append("stripeSubscriptionId = :sub")
+            values["stripeSubscriptionId"] = subscription_id
         if only_current:
             condition += " AND stripeSubscriptionId = :sub"
         if tier is not None:
-            assignments.append("tier = :tier")
-            values[":tier"] = tier
+            values["tier"] = tier
         if status == "past_due":
-            assignments.append("pastDueSince = if_not_exists(pastDueSince, :changed)")
+            keep = {"pastDueSince": changed_at}
         else:
+            keep = {}
             removals.append("pastDueSince")
-        update = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
-        return self._apply(account_id, update, condition, values)
+        request = update_request(
+            self.table_name,
+            {"PK": account_pk(account_id), "SK": ACCOUNT_SK},
+            set_values=values,
+            set_if_absent=keep,
+            remove=tuple(removals),
+            condition=condition,
+            # :sub only where the condition names it (DynamoDB refuses an unused value)
+            condition_values={":at": event_created, **({":sub": subscription_id} if ":sub" in condition else {})},
+        )
+        return self._applied(request)
 
     # --- helpers -------------------------------------------------------------------
 
@@ -241,7 +249,9 @@ class BillingRepository(Repository):
 
     def _apply(self, account_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
         """One conditional UpdateItem of the account item; False when its condition does not hold."""
-        request = self._update(account_id, update, condition, values)["Update"]
+        return self._applied(self._update(account_id, update, condition, values)["Update"])
+
+    def _applied(self, request: dict[str, Any]) -> bool:
         try:
             self.client.update_item(**request)
             return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from conduit.errors import ConduitError
-from conduit.limits import create_counted, delete_counted
+from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item
 

@@ -14,6 +14,7 @@ from conduit.repositories.base import (
     from_item,
     set_prefetched,
     to_item,
+    update_request,
     write_transaction,
 )
 
@@ -56,8 +57,12 @@ class LoginSession:
         return cls(id=item["sid"], token_version=int(item["tokenVersion"]), revoked=bool(item.get("revoked", False)))
 
 
+def _plain_user_key(user_id: str) -> dict[str, str]:
+    return {"PK": f"USER#{user_id}", "SK": "PROFILE"}
+
+
 def _user_key(user_id: str) -> dict[str, Any]:
-    return to_item({"PK": f"USER#{user_id}", "SK": "PROFILE"})
+    return to_item(_plain_user_key(user_id))
 
 
 def _login_key(user_id: str, session_id: str) -> dict[str, Any]:
@@ -254,26 +259,15 @@ class UsersRepository(Repository):
 
     def update_user(self, user_id: str, *, increment_token_version: bool = False, **values: Any) -> User:
         """Set attributes (and/or bump tokenVersion, which revokes every login) of an existing user."""
-        names, expression_values, assignments = {}, {}, []
-        for index, (name, value) in enumerate(values.items()):
-            names[f"#a{index}"] = name
-            expression_values[f":v{index}"] = value
-            assignments.append(f"#a{index} = :v{index}")
-        update = f"SET {', '.join(assignments)}" if assignments else ""
-        if increment_token_version:
-            names["#tv"] = "tokenVersion"
-            expression_values[":one"] = 1
-            update += " ADD #tv :one"
+        request = update_request(
+            self.table_name,
+            _plain_user_key(user_id),
+            set_values=values,
+            add={"tokenVersion": 1} if increment_token_version else None,
+            condition="attribute_exists(PK)",
+        )
         try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key=_user_key(user_id),
-                UpdateExpression=update.strip(),
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item(expression_values),
-                ReturnValues="ALL_NEW",
-            )
+            response = self.client.update_item(**request, ReturnValues="ALL_NEW")
         except self.client.exceptions.ConditionalCheckFailedException:
             raise ConduitError("NOT_FOUND", "No user with this id") from None
         return User.from_item(from_item(response["Attributes"]))
