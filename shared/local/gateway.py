@@ -18,14 +18,12 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
+from conduit.http_events import function_url_event, rest_event
 from shared.local.emulator import LAMBDA_INVOKE_PATH
 from shared.local.template import LOCAL_ACCOUNT_ID, GatewayResponse, Route
 from shared.local.workers import FunctionPool, InvocationError, InvocationTimeout
@@ -102,122 +100,6 @@ class Router:
         return Match(pool=best[2], route=best[1], path_parameters=best[3])
 
 
-def _body_field(raw: bytes) -> tuple[str | None, bool]:
-    if not raw:
-        return None, False
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), True
-
-
-def rest_event(
-    route: Route,
-    method: str,
-    path: str,
-    *,
-    path_parameters: dict[str, str] | None = None,
-    query: str = "",
-    headers: Sequence[tuple[str, str]] = (),
-    raw: bytes = b"",
-    source_ip: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """An API Gateway REST proxy event (payload format 1.0)."""
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in headers:
-        multi_headers.setdefault(name, []).append(value)
-    multi_query: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        multi_query.setdefault(name, []).append(value)
-    body, is_base64 = _body_field(raw)
-    now = datetime.now(UTC)
-    return {
-        "resource": route.path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {name: values[-1] for name, values in multi_headers.items()},
-        "multiValueHeaders": multi_headers,
-        "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": path_parameters or None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": LOCAL_ACCOUNT_ID,
-            "apiId": "local",
-            "resourceId": "local",
-            "resourcePath": route.path,
-            "httpMethod": method,
-            "path": f"/{STAGE}{path}",
-            "stage": STAGE,
-            "protocol": "HTTP/1.1",
-            "requestId": str(uuid.uuid4()),
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "identity": {"sourceIp": source_ip, "userAgent": multi_headers.get("User-Agent", [""])[-1]},
-        },
-        "body": body,
-        "isBase64Encoded": is_base64,
-    }
-
-
-def function_url_event(
-    method: str,
-    path: str,
-    *,
-    query: str = "",
-    headers: Sequence[tuple[str, str]] = (),
-    raw: bytes = b"",
-    source_ip: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """A Lambda Function URL event (payload format 2.0); `path` is the path after the URL's host."""
-    joined: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "cookie":
-            cookies.extend(part.strip() for part in value.split(";") if part.strip())
-            continue
-        joined[lower] = f"{joined[lower]},{value}" if lower in joined else value
-    query_parameters: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        query_parameters[name] = f"{query_parameters[name]},{value}" if name in query_parameters else value
-    body, is_base64 = _body_field(raw)
-    now = datetime.now(UTC)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": joined,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "local",
-            "domainName": joined.get("host", "127.0.0.1"),
-            "domainPrefix": "local",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": joined.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "isBase64Encoded": is_base64,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if query_parameters:
-        event["queryStringParameters"] = query_parameters
-    if body is not None:
-        event["body"] = body
-    return event
-
-
 class Gateway(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -289,7 +171,15 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         if match.route is None:
             event = function_url_event(method, match.url_path, **request)
         else:
-            event = rest_event(match.route, method, url.path, path_parameters=match.path_parameters, **request)
+            event = rest_event(
+                match.route.path,
+                method,
+                url.path,
+                path_parameters=match.path_parameters,
+                account_id=LOCAL_ACCOUNT_ID,
+                stage=STAGE,
+                **request,
+            )
         relay = _StreamRelay(self) if match.route is None and match.pool.spec.response_stream else None
         try:
             result = match.pool.invoke(event, on_stream=relay)
