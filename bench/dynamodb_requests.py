@@ -126,7 +126,7 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
     from types import SimpleNamespace
 
     from conduit.http_events import rest_event
-    from shared.local.gateway import Router
+    from shared.local.routing import Router
     from shared.local.workers import LocalLambdaContext
 
     document = json.loads((template.path.parent / "functions" / "platform" / "openapi.json").read_text())
