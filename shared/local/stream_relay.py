@@ -3,8 +3,9 @@ function produces it.
 
 The worker running the function sends ("stream_start", {statusCode, headers}) and then each
 ("stream_chunk", bytes) as the handler writes them (shared/local/workers.py); the relay writes each
-to the client's socket at once, in chunked transfer, and answers the worker whether the client is
-still there.
+to the client's socket at once, in chunked transfer, with the writer the stream server uses behind
+the Lambda Web Adapter on AWS (conduit/stream_server.py), and answers the worker whether the client
+is still there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import socket
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from conduit.stream_server import SocketResponseStream
 
 
 class StreamRelay:
@@ -21,6 +24,7 @@ class StreamRelay:
 
     def __init__(self, handler: BaseHTTPRequestHandler) -> None:
         self.handler = handler
+        self.stream = SocketResponseStream(handler)
         self.started = False
         self.status = 200
         self.gone = False
@@ -31,23 +35,12 @@ class StreamRelay:
         if self.gone or not self._client_connected():
             self.gone = True
             return False
-        try:
-            if kind == "stream_start":
-                self._start(payload.get("headers") or {})
-            elif payload:  # an empty chunk would end the body
-                self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-        except OSError:
-            self.gone = True
-            return False
-        return True
-
-    def _start(self, headers: dict[str, str]) -> None:
-        self.handler.send_response(self.status)
-        for name, value in headers.items():
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.handler.send_header(name, str(value))
-        self.handler.send_header("Transfer-Encoding", "chunked")
-        self.handler.end_headers()
+        if kind == "stream_start":
+            delivered = self.stream.start(self.status, payload.get("headers") or {})
+        else:
+            delivered = self.stream.write(payload)
+        self.gone = not delivered
+        return delivered
 
     def _client_connected(self) -> bool:
         try:  # a client that closed its end reads as EOF; one that sent more is still there
@@ -59,13 +52,10 @@ class StreamRelay:
 
     def finish(self) -> int:
         """The end of the body, or nothing more for a client that has gone."""
-        if not self.gone:
-            try:
-                self.handler.wfile.write(b"0\r\n\r\n")
-                return self.status
-            except OSError:
-                pass
-        self.handler.close_connection = True
+        if self.gone:
+            self.handler.close_connection = True
+        else:
+            self.stream.end()  # which closes the connection if the client has gone since
         return self.status
 
     def cut(self) -> int:
