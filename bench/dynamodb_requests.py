@@ -32,9 +32,8 @@ def measure() -> list[dict[str, Any]]:
     import boto3
     from moto import mock_aws
 
+    from conduit.http_events import rest_event
     from shared.local.emulator import create_resources
-    from shared.local.gateway import rest_event
-    from shared.local.template import Route
     from shared.local.workers import LocalLambdaContext, load_handler
     from conduit.settings import SCHEDULES_NEED, Settings
 
@@ -57,7 +56,7 @@ def measure() -> list[dict[str, Any]]:
         def call(function: str, method: str, path: str, body: Any = None, token: str | None = None) -> dict[str, Any]:
             headers = [("Authorization", f"Bearer {token}")] if token else []
             raw = json.dumps(body).encode() if body is not None else b""
-            event = rest_event(Route(method, "/{proxy+}"), method, path, headers=headers, raw=raw)
+            event = rest_event("/{proxy+}", method, path, headers=headers, raw=raw)
             result = handlers[function](event, LocalLambdaContext(function, 512, 29, "bench"))
             return json.loads(result["body"] or "null")
 
@@ -130,7 +129,8 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
     from the document, and a new read route appears in it without anyone adding a row."""
     from types import SimpleNamespace
 
-    from shared.local.gateway import Router, rest_event
+    from conduit.http_events import rest_event
+    from shared.local.routing import Router
     from shared.local.workers import LocalLambdaContext
 
     document = json.loads((template.path.parent / "functions" / "platform" / "openapi.json").read_text())
@@ -150,7 +150,7 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
         headers = [("Authorization", f"Bearer {token}")]  # a public route ignores it
 
         def get() -> int:
-            event = rest_event(match.route, "GET", concrete, headers=headers, path_parameters=match.path_parameters)
+            event = rest_event(match.route.path, "GET", concrete, headers=headers, path_parameters=match.path_parameters)
             return int(handlers[function](event, LocalLambdaContext(function, 512, 29, "bench"))["statusCode"])
 
         get()  # warm-up
@@ -179,7 +179,7 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
     from http.server import ThreadingHTTPServer
 
     from bench.platform import _Tool
-    from shared.local.gateway import function_url_event
+    from conduit.http_events import function_url_event
     from shared.local.workers import LocalLambdaContext
 
     site = ThreadingHTTPServer(("127.0.0.1", 0), _Tool)
@@ -220,7 +220,7 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
 
 def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dict[str, Any], str]:
     """One POST /chat exchange (its Function URL event) with local:echo and no tool call."""
-    from shared.local.gateway import function_url_event
+    from conduit.http_events import function_url_event
     from shared.local.workers import LocalLambdaContext
 
     session = call("ChatFunction", "POST", "/sessions", {}, token)["sessionToken"]

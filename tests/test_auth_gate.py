@@ -12,10 +12,9 @@ from conduit import identity
 from conduit.api import handler_for, make_resolver
 from conduit.auth import Caller, current_caller, prefetch
 from conduit.aws import dynamodb_client
+from conduit.http_events import rest_event
 from conduit.repositories.base import Repository
 from conduit.settings import get_settings
-from shared.local.gateway import rest_event
-from shared.local.template import Route
 
 
 def build_app():
@@ -49,7 +48,7 @@ def handler(aws):
 
 def call(handler, path, token=None, context=None):
     headers = [("Authorization", f"Bearer {token}")] if token else []
-    result = handler(rest_event(Route("GET", "/{proxy+}"), "GET", path, headers=headers), context)
+    result = handler(rest_event("/{proxy+}", "GET", path, headers=headers), context)
     return result["statusCode"], json.loads(result["body"])
 
 

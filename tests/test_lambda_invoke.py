@@ -1,5 +1,5 @@
 """The local stack's Lambda Invoke API: what state machine tasks, EventBridge targets and
-boto3 clients reach through the emulator (shared/local/emulator.py, gateway.py)."""
+boto3 clients reach through the emulator (shared/local/emulator.py, invoke_api.py)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conduit.api import MAX_BODY_BYTES
-from shared.local.gateway import Router, _match_route
+from shared.local.routing import Router, match_route
 from shared.local.template import Route
 
 from .conftest import ROOT
@@ -85,7 +85,7 @@ def test_parallel_requests_each_get_their_own_answer(api, local_stack):
 
 def test_routing_prefers_literal_then_parameter_then_greedy():
     def rank(route_path, path):
-        matched = _match_route(Route("GET", route_path), [part for part in path.split("/") if part])
+        matched = match_route(Route("GET", route_path), [part for part in path.split("/") if part])
         return matched
 
     assert rank("/vault/sites/{siteId}", "/vault/sites/site_1") == ((0, 0, 1), {"siteId": "site_1"})

@@ -14,8 +14,7 @@ from conduit import api
 from conduit.api import MAX_BODY_BYTES, handler_for, make_resolver
 from conduit.auth import public
 from conduit.errors import ConduitError
-from shared.local.gateway import function_url_event, rest_event
-from shared.local.template import Route
+from conduit.http_events import function_url_event, rest_event
 
 
 class NewItem(BaseModel):
@@ -57,7 +56,7 @@ HANDLER = handler_for(APP)
 def call(method, path, *, body=None, raw=None, query="", base64_body=False, context=None, content_type=None):
     raw_bytes = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     headers = [("Content-Type", content_type)] if content_type else []
-    event = rest_event(Route(method, "/{proxy+}"), method, path, query=query, raw=raw_bytes, headers=headers)
+    event = rest_event("/{proxy+}", method, path, query=query, raw=raw_bytes, headers=headers)
     if base64_body:
         event["body"], event["isBase64Encoded"] = base64.b64encode(raw_bytes).decode(), True
     result = HANDLER(event, context)

@@ -23,7 +23,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import secrets
 import threading
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 
 import boto3
 
+from shared.local.invoke_api import LAMBDA_INVOKE_PATH
 from shared.local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, EventRule, Template
 from shared.local.workers import start_without_ctrl_c
 
@@ -53,9 +53,6 @@ def _serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes
             return list(app(environ, start_response))
 
     return serialized_app
-
-
-LAMBDA_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
 
 def _with_lambda(app: Callable[..., Iterable[bytes]], lambda_endpoint: str) -> Callable[..., Iterable[bytes]]:

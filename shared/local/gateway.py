@@ -1,221 +1,35 @@
 """The local API Gateway and Function URLs: HTTP in, Lambda proxy events out.
 
 Routes, their functions and the gateway's own error responses all come from
-template.yaml. Requests become API Gateway REST proxy events (payload 1.0) or
-Function URL events (payload 2.0) with the TCP peer as `sourceIp`; results are
-written back as the gateway would.
+template.yaml. A request goes to its function (routing.py) as an API Gateway REST
+proxy event (payload 1.0) or a Function URL event (payload 2.0), with the TCP
+peer as `sourceIp` (conduit/http_events.py, the layer's builders); the result is
+written back as the gateway would, or relayed as it comes for a streaming
+Function URL (stream_relay.py).
 
-The same server answers Lambda's Invoke API (`POST /2015-03-31/functions/<name>/invocations`),
-which the emulator forwards to: state machine tasks, asynchronous invokes and
-EventBridge targets run in the functions' worker processes like API requests.
+The same server answers Lambda's Invoke API (invoke_api.py), which the emulator
+forwards to: state machine tasks, asynchronous invokes and EventBridge targets
+run in the functions' worker processes like API requests.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import socket
 import sys
-import threading
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from shared.local.emulator import LAMBDA_INVOKE_PATH
-from shared.local.template import LOCAL_ACCOUNT_ID, GatewayResponse, Route
-from shared.local.workers import FunctionPool, InvocationError, InvocationTimeout
+from conduit.http_events import function_url_event, rest_event
+from shared.local import invoke_api
+from shared.local.routing import Router
+from shared.local.stream_relay import StreamRelay
+from shared.local.template import LOCAL_ACCOUNT_ID, GatewayResponse
+from shared.local.workers import InvocationError, InvocationTimeout
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own request limit
 STAGE = "local"
-
-
-@dataclass(frozen=True)
-class Match:
-    pool: FunctionPool
-    route: Route | None  # None for a Function URL
-    path_parameters: dict[str, str]
-    url_path: str = "/"  # the path a Function URL function sees
-
-
-def _match_route(route: Route, segments: list[str]) -> tuple[tuple[int, ...], dict[str, str]] | None:
-    """Match like API Gateway: literal beats {param} beats {proxy+}. Returns (rank, parameters)."""
-    pattern = [part for part in route.path.split("/") if part]
-    parameters: dict[str, str] = {}
-    rank: list[int] = []
-    for index, part in enumerate(pattern):
-        if part.startswith("{") and part.endswith("+}"):
-            if index >= len(segments):
-                return None
-            parameters[part[1:-2]] = "/".join(segments[index:])
-            return (*rank, 2), parameters
-        if index >= len(segments):
-            return None
-        if part.startswith("{") and part.endswith("}"):
-            parameters[part[1:-1]] = unquote(segments[index])
-            rank.append(1)
-        elif part == segments[index]:
-            rank.append(0)
-        else:
-            return None
-    if len(pattern) != len(segments):
-        return None
-    return tuple(rank), parameters
-
-
-class Router:
-    def __init__(self, pools: list[FunctionPool]) -> None:
-        self._by_name = {pool.spec.logical_id: pool for pool in pools}
-        self._routes = [(route, pool) for pool in pools for route in pool.spec.routes]
-        self._url_functions = sorted(
-            ((pool.spec.url_prefix.rstrip("/"), pool) for pool in pools if pool.spec.url_prefix),
-            key=lambda item: -len(item[0]),
-        )
-        self._url_paths = {path: pool for pool in pools for path in getattr(pool.spec, "url_paths", ())}
-
-    def pool(self, function_name: str) -> FunctionPool | None:
-        """A function by name, ARN or partial ARN (`…:function:<name>[:qualifier]`), as Invoke accepts."""
-        if ":function:" in function_name:
-            function_name = function_name.split(":function:", 1)[1]
-        return self._by_name.get(function_name.split(":", 1)[0])
-
-    def match(self, method: str, path: str) -> Match | None:
-        if path in self._url_paths:
-            return Match(pool=self._url_paths[path], route=None, path_parameters={}, url_path=path)
-        for prefix, pool in self._url_functions:
-            if path == prefix or path.startswith(prefix + "/"):
-                return Match(pool=pool, route=None, path_parameters={}, url_path=path[len(prefix) :] or "/")
-        segments = [part for part in path.split("/") if part]
-        best: tuple[tuple[int, ...], Route, FunctionPool, dict[str, str]] | None = None
-        for route, pool in self._routes:
-            if route.method not in (method, "ANY"):
-                continue
-            matched = _match_route(route, segments)
-            if matched and (best is None or matched[0] < best[0]):
-                best = (matched[0], route, pool, matched[1])
-        if best is None:
-            return None
-        return Match(pool=best[2], route=best[1], path_parameters=best[3])
-
-
-def _body_field(raw: bytes) -> tuple[str | None, bool]:
-    if not raw:
-        return None, False
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), True
-
-
-def rest_event(
-    route: Route,
-    method: str,
-    path: str,
-    *,
-    path_parameters: dict[str, str] | None = None,
-    query: str = "",
-    headers: Sequence[tuple[str, str]] = (),
-    raw: bytes = b"",
-    source_ip: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """An API Gateway REST proxy event (payload format 1.0)."""
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in headers:
-        multi_headers.setdefault(name, []).append(value)
-    multi_query: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        multi_query.setdefault(name, []).append(value)
-    body, is_base64 = _body_field(raw)
-    now = datetime.now(UTC)
-    return {
-        "resource": route.path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {name: values[-1] for name, values in multi_headers.items()},
-        "multiValueHeaders": multi_headers,
-        "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": path_parameters or None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": LOCAL_ACCOUNT_ID,
-            "apiId": "local",
-            "resourceId": "local",
-            "resourcePath": route.path,
-            "httpMethod": method,
-            "path": f"/{STAGE}{path}",
-            "stage": STAGE,
-            "protocol": "HTTP/1.1",
-            "requestId": str(uuid.uuid4()),
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "identity": {"sourceIp": source_ip, "userAgent": multi_headers.get("User-Agent", [""])[-1]},
-        },
-        "body": body,
-        "isBase64Encoded": is_base64,
-    }
-
-
-def function_url_event(
-    method: str,
-    path: str,
-    *,
-    query: str = "",
-    headers: Sequence[tuple[str, str]] = (),
-    raw: bytes = b"",
-    source_ip: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """A Lambda Function URL event (payload format 2.0); `path` is the path after the URL's host."""
-    joined: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "cookie":
-            cookies.extend(part.strip() for part in value.split(";") if part.strip())
-            continue
-        joined[lower] = f"{joined[lower]},{value}" if lower in joined else value
-    query_parameters: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        query_parameters[name] = f"{query_parameters[name]},{value}" if name in query_parameters else value
-    body, is_base64 = _body_field(raw)
-    now = datetime.now(UTC)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": joined,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "local",
-            "domainName": joined.get("host", "127.0.0.1"),
-            "domainPrefix": "local",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": joined.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "isBase64Encoded": is_base64,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if query_parameters:
-        event["queryStringParameters"] = query_parameters
-    if body is not None:
-        event["body"] = body
-    return event
 
 
 class Gateway(ThreadingHTTPServer):
@@ -276,9 +90,12 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         method = self.command.upper()
-        invoke = LAMBDA_INVOKE_PATH.match(url.path)
+        invoke = invoke_api.LAMBDA_INVOKE_PATH.match(url.path)
         if invoke and method == "POST":
-            return self._invoke(unquote(invoke.group(1)), raw)
+            function_name = unquote(invoke.group(1))
+            pool = self.server.router.pool(function_name)
+            invocation_type = self.headers.get("X-Amz-Invocation-Type")
+            return self._send(*invoke_api.invoke(pool, function_name, raw, invocation_type))
         match = self.server.router.match(method, url.path)
         if match is None:
             # API Gateway answers an unknown resource or method itself.
@@ -289,8 +106,16 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         if match.route is None:
             event = function_url_event(method, match.url_path, **request)
         else:
-            event = rest_event(match.route, method, url.path, path_parameters=match.path_parameters, **request)
-        relay = _StreamRelay(self) if match.route is None and match.pool.spec.response_stream else None
+            event = rest_event(
+                match.route.path,
+                method,
+                url.path,
+                path_parameters=match.path_parameters,
+                account_id=LOCAL_ACCOUNT_ID,
+                stage=STAGE,
+                **request,
+            )
+        relay = StreamRelay(self) if match.route is None and match.pool.spec.response_stream else None
         try:
             result = match.pool.invoke(event, on_stream=relay)
         except InvocationError as error:
@@ -302,35 +127,6 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         if relay is not None and relay.started:
             return relay.finish()
         return self._send_result(result)  # a streaming function may still answer whole, as on AWS
-
-    def _invoke(self, function_name: str, raw: bytes) -> int:
-        """Lambda's Invoke API: RequestResponse answers the result (or the unhandled error,
-        flagged by X-Amz-Function-Error); Event queues the invocation and answers 202."""
-        pool = self.server.router.pool(function_name)
-        if pool is None:
-            body = {"Type": "User", "Message": f"Function not found: {function_name}"}
-            headers = [("x-amzn-ErrorType", "ResourceNotFoundException")]
-            return self._send(404, headers, json.dumps(body).encode())
-        try:
-            event = json.loads(raw or b"{}")
-        except ValueError:
-            headers = [("x-amzn-ErrorType", "InvalidRequestContentException")]
-            return self._send(400, headers, json.dumps({"Type": "User", "Message": "Could not parse request body into json"}).encode())
-        if self.headers.get("X-Amz-Invocation-Type") == "Event":
-            threading.Thread(target=self._invoke_quietly, args=(pool, event), daemon=True).start()
-            return self._send(202, [], b"")
-        try:
-            return self._send(200, [("X-Amz-Executed-Version", "$LATEST")], json.dumps(pool.invoke(event)).encode())
-        except InvocationError as error:
-            headers = [("X-Amz-Function-Error", "Unhandled"), ("X-Amz-Executed-Version", "$LATEST")]
-            return self._send(200, headers, json.dumps(error.payload).encode())
-
-    @staticmethod
-    def _invoke_quietly(pool: FunctionPool, event: Any) -> None:
-        try:
-            pool.invoke(event)
-        except InvocationError as error:  # Lambda would log it and retry twice; the worker printed the trace
-            print(f"{pool.spec.logical_id} (async): {error.payload}", file=sys.stderr, flush=True)
 
     def _send_result(self, result: Any) -> int:
         if not isinstance(result, dict) or "statusCode" not in result:
@@ -365,65 +161,3 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # do_request prints one line per request instead
-
-
-class _StreamRelay:
-    """A streamed Function URL response (InvokeMode RESPONSE_STREAM), relayed to the client as the
-    function produces it: chunked transfer, each chunk written to the socket at once. Each call answers
-    the worker whether the client is still there, so a client that hung up stops the invocation at its
-    next write (a socket write alone would only fail at the write after the peer's reset)."""
-
-    def __init__(self, handler: _GatewayRequestHandler) -> None:
-        self.handler = handler
-        self.started = False
-        self.status = 200
-        self.gone = False
-
-    def __call__(self, kind: str, payload: Any) -> bool:
-        if kind == "stream_start":
-            self.started, self.status = True, int(payload["statusCode"])
-        if self.gone or not self._client_connected():
-            self.gone = True
-            return False
-        try:
-            if kind == "stream_start":
-                self._start(payload.get("headers") or {})
-            elif payload:  # an empty chunk would end the body
-                self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-        except OSError:
-            self.gone = True
-            return False
-        return True
-
-    def _start(self, headers: dict[str, str]) -> None:
-        self.handler.send_response(self.status)
-        for name, value in headers.items():
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.handler.send_header(name, str(value))
-        self.handler.send_header("Transfer-Encoding", "chunked")
-        self.handler.end_headers()
-
-    def _client_connected(self) -> bool:
-        try:  # a client that closed its end reads as EOF; one that sent more is still there
-            return self.handler.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-
-    def finish(self) -> int:
-        """The end of the body, or nothing more for a client that has gone."""
-        if not self.gone:
-            try:
-                self.handler.wfile.write(b"0\r\n\r\n")
-                return self.status
-            except OSError:
-                pass
-        self.handler.close_connection = True
-        return self.status
-
-    def cut(self) -> int:
-        """The function failed mid-stream: the connection closes without the body's end, so the
-        client sees an incomplete response, as Lambda leaves it."""
-        self.handler.close_connection = True
-        return self.status

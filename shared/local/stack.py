@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shared.local.emulator import FAKE_CREDENTIALS, Emulator
-from shared.local.gateway import Gateway, Router
+from shared.local.gateway import Gateway
+from shared.local.routing import Router
 from shared.local.scheduler import Scheduler
 from shared.local.template import TEMPLATE_PATH, Template
 from shared.local.workers import FunctionPool

@@ -8,7 +8,8 @@ into an HTTP request to this server and, with AWS_LWA_INVOKE_MODE=response_strea
 streams our chunked answer back through the URL as it arrives.
 
 This server turns that request back into the Function URL event (the adapter
-forwards the original requestContext in `x-amzn-request-context`) and calls the
+forwards the original requestContext in `x-amzn-request-context`), with the
+builder the local gateway uses (conduit/http_events.py), and calls the
 function's ordinary `lambda_handler` with `context.response_stream`, which writes
 each chunk to the socket at once: what the local stack's workers do, so the same
 handler streams in both places (conduit/streaming.py).
@@ -28,47 +29,12 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
+
+from conduit.http_events import function_url_event
 
 Handler = Callable[[dict[str, Any], Any], Any]
 _ADAPTER_HEADERS = ("x-amzn-request-context", "x-amzn-lambda-context")
-
-
-def function_url_event(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> dict[str, Any]:
-    """The payload-2.0 event Lambda built before the adapter made it a request."""
-    url = urlsplit(target)
-    joined: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "cookie":
-            cookies.extend(part.strip() for part in value.split(";") if part.strip())
-        elif lower not in _ADAPTER_HEADERS:
-            joined[lower] = f"{joined[lower]},{value}" if lower in joined else value
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(url.query, keep_blank_values=True):
-        query[name] = f"{query[name]},{value}" if name in query else value
-    context = json.loads(dict((n.lower(), v) for n, v in headers).get("x-amzn-request-context") or "{}")
-    try:
-        text, is_base64 = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, is_base64 = base64.b64encode(body).decode("ascii"), True
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": url.path or "/",
-        "rawQueryString": url.query,
-        "headers": joined,
-        "requestContext": context,
-        "isBase64Encoded": is_base64,
-    }
-    if query:
-        event["queryStringParameters"] = query
-    if cookies:
-        event["cookies"] = cookies
-    if body:
-        event["body"] = text
-    return event
 
 
 class InvocationContext:
@@ -148,7 +114,7 @@ def make_server(handler: Handler, port: int, host: str = "127.0.0.1") -> Threadi
             forwarded = json.loads(self.headers.get("x-amzn-lambda-context") or "{}")
             trace = self.headers.get("x-amzn-trace-id")
             stream = SocketResponseStream(self)
-            event = function_url_event(self.command, self.path, list(self.headers.items()), body)
+            event = self._event(body)
             with invocation:
                 if trace:  # what the managed runtime sets for X-Ray on each invocation
                     os.environ["_X_AMZN_TRACE_ID"] = trace
@@ -157,6 +123,15 @@ def make_server(handler: Handler, port: int, host: str = "127.0.0.1") -> Threadi
                 stream.end()
             else:
                 self._send(result)
+
+        def _event(self, body: bytes) -> dict[str, Any]:
+            """The payload-2.0 event Lambda built before the adapter made it a request."""
+            url = urlsplit(self.path)
+            headers = [(name, value) for name, value in self.headers.items() if name.lower() not in _ADAPTER_HEADERS]
+            context = json.loads(self.headers.get("x-amzn-request-context") or "{}")
+            return function_url_event(
+                self.command, url.path or "/", query=url.query, headers=headers, raw=body, request_context=context
+            )
 
         def _send(self, result: dict[str, Any]) -> None:
             """A response the function returned whole (not streamed)."""
