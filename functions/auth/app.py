@@ -59,7 +59,7 @@ class SignedIn(View):
 
 
 class Me(UserView):
-    account: AccountSummary = Field(description="The caller's personal account (an API key's: the account it acts on)")
+    account: AccountSummary = Field(description="The caller's personal account")
 
 
 @app.post(
