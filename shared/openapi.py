@@ -39,7 +39,12 @@ def _generate() -> str:
         version="1.0.0",
         description=(
             "The API behind Conduit. Errors always have the body "
-            '{"error", "code", "statusCode"} (plus "details" for VALIDATION_ERROR).'
+            '{"error", "code", "statusCode"} (plus "details" for VALIDATION_ERROR). Each operation lists the '
+            "error codes it can answer under their HTTP status (also as `x-error-codes`), except that 422s, and the "
+            "401s of operations that take no bearer credential (a password, a refresh token, a webhook secret), are "
+            "listed under `default` with their status. "
+            "A streamed answer (text/event-stream) is described event by event, as OpenAPI 3.2 describes "
+            "server-sent events: each event's `data` is JSON, whose schema is its `contentSchema`."
         ),
         security_schemes={"bearerAuth": HTTPBearer(bearerFormat="JWT")},
         on_conflict="error",
@@ -50,6 +55,7 @@ def _generate() -> str:
             merge.add_file(handler_file, resolver_name="app")
     for schema in _function_url_schemas():
         merge.add_schema(schema)
+    _check_component_names()
     document = json.loads(merge.get_openapi_json_schema())
     _document_errors(document, _public_operations())
     document["tags"] = _ordered_tags(document)
@@ -120,62 +126,161 @@ def _function_url_schemas() -> list[dict]:
     return schemas
 
 
-ERROR_BODY = {
-    "type": "object",
-    "required": ["error", "code", "statusCode"],
-    "properties": {
-        "error": {"type": "string", "description": "Human-readable description"},
-        "code": {"type": "string", "description": "Catalogue code, e.g. VALIDATION_ERROR"},
-        "statusCode": {"type": "integer", "description": "Equal to the HTTP status"},
-        "details": {
-            "type": "array",
-            "description": "VALIDATION_ERROR only: which fields failed and why",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-ERROR_RESPONSES = {
-    "400": "VALIDATION_ERROR (details name the fields), or another 400 code of the operation",
-    "401": "UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED or TOKEN_REVOKED",
-    "403": "TERMS_NOT_ACCEPTED, ADMIN_REQUIRED, PERMISSION_DENIED or a tier code",
-    "429": "RATE_LIMITED (with Retry-After)",
-    "default": "Any other error: the same body, with the operation's code and status",
-}
-
-
-def _public_operations() -> set[tuple[str, str]]:
-    """(method, path) of routes marked @public: they take no token."""
-    public = set()
+def _public_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, path) of routes marked @public (they take no token), with their marker."""
+    public = {}
     for spec, module in _function_modules():
         for name, prefix in (("app", ""), ("url_app", (spec.url_prefix or "").rstrip("/"))):
             resolver = getattr(module, name, None)
             for route in [*getattr(resolver, "_static_routes", []), *getattr(resolver, "_dynamic_routes", [])]:
-                if getattr(route.func, "__conduit_public__", None) is not None:
-                    public.add((route.method.lower(), (prefix + route.openapi_path).rstrip("/") or "/"))
+                marker = getattr(route.func, "__conduit_public__", None)
+                if marker is not None:
+                    public[(route.method.lower(), (prefix + route.openapi_path).rstrip("/") or "/")] = marker
     return public
 
 
-def _document_errors(document: dict, public: set[tuple[str, str]]) -> None:
-    """Every error has the same body (API.md §1); Powertools documents its own 422 shape instead."""
+def _resolver_schemas() -> list[tuple[str, dict[str, Any]]]:
+    """(name, OpenAPI schema) of every resolver the document is made of."""
+    found = []
+    for spec, module in _function_modules():
+        for name in ("app", "url_app"):
+            resolver = getattr(module, name, None)
+            if resolver is not None and hasattr(resolver, "get_openapi_json_schema"):
+                found.append((f"{spec.logical_id}.{name}", json.loads(resolver.get_openapi_json_schema())))
+    return found
+
+
+def _check_component_names() -> None:
+    """OpenAPIMerge keeps the last of two components with one name: two different models of one name in two
+    functions would silently document one of them. Refuse that instead."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for source, schema in _resolver_schemas():
+        for name, component in schema.get("components", {}).get("schemas", {}).items():
+            if name in seen and seen[name][1] != component:
+                raise ValueError(f"two different schemas named {name}: {seen[name][0]} and {source}; rename one model")
+            seen.setdefault(name, (source, component))
+
+
+# --- errors (API.md §1): one body; each operation names the codes it answers --------------------
+
+# What the gate answers (conduit.api: the body's size and type, validation; conduit.auth.gate:
+# authentication, the rate limit, terms, admin, API keys), by the kind of route. Routes declare
+# their own codes (conduit.routes.answers); these are added to them.
+BODY_CHECKS = (
+    "VALIDATION_ERROR",
+    "A parameter or the body failed validation (`details` name the fields): "
+    "a body over 256 KiB, not JSON, an unknown field, a value of the wrong type",
+)
+BEARER = (
+    ("UNAUTHORIZED", "No Authorization header"),
+    ("INVALID_TOKEN", "A malformed or forged token, or one for another audience"),
+    ("TOKEN_EXPIRED", "An expired access token or API key"),
+    ("TOKEN_REVOKED", "A logged-out login, a revoked API key, or a disabled user"),
+    ("RATE_LIMITED", "Over the account's requests per minute (Retry-After says when to retry)"),
+)
+TERMS = ("TERMS_NOT_ACCEPTED", "Accept the current terms first (POST /auth/accept-terms)")
+ADMIN = ("ADMIN_REQUIRED", "Admins only")
+KEYLESS = ("PERMISSION_DENIED", "An API key cannot manage API keys or sign out")
+PER_IP = ("RATE_LIMITED", "Over the unauthenticated requests per minute of this client address (Retry-After)")
+FAULT = ("INTERNAL_ERROR", "An unexpected fault (never caused by the request); nothing is said about it")
+
+
+def _gate_codes(path: str, marker: dict[str, Any] | None) -> list[tuple[str, str]]:
+    from conduit.auth import KEYLESS_ROUTES
+
+    codes = [BODY_CHECKS]
+    if marker is None:
+        codes += BEARER
+        if not path.startswith("/auth/"):
+            codes.append(TERMS)
+        if path.startswith("/admin/"):
+            codes.append(ADMIN)
+        if any(path == route or path.startswith(route + "/") for route in KEYLESS_ROUTES):
+            codes.append(KEYLESS)
+    elif marker.get("limit_by_ip"):
+        codes.append(PER_IP)
+    codes.append(FAULT)
+    return codes
+
+
+def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
+    """One more code in an error answer's `x-error-codes` and description, unless the route named it already."""
+    from conduit.routes import error_line
+
+    known = answer.setdefault("x-error-codes", [])
+    if code not in known:
+        known.append(code)
+        answer["description"] = "\n".join(filter(None, (answer.get("description"), error_line(code, note))))
+
+
+def _error_body_schemas() -> dict[str, Any]:
+    """conduit.views.ErrorBody and what it refers to, as components."""
+    from conduit.views import ErrorBody
+
+    schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "ErrorBody": schema}
+
+
+def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Every error has the same body (API.md §1), and each operation names the codes it can answer, grouped
+    by status: its own (conduit.routes.answers) and its gate's. Powertools documents its own 422 and 500
+    shapes instead; they are never sent.
+
+    Two statuses are never keys of an operation's responses (tests/test_openapi.py holds the document to
+    it): 422, which readers of this document would take for Powertools' validation shape, and 401 on the
+    routes that take no bearer credential (@public), where 401 would read as "send a token". The codes an
+    operation answers with those statuses (MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID; a wrong password, a
+    spent refresh token, a webhook secret) are listed under `default`, each with its status."""
+    from conduit.errors import CATALOGUE
+
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(unused, None)
-    schemas["ErrorBody"] = ERROR_BODY
+    schemas.update(_error_body_schemas())
     body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
-            authenticated = (method, path) not in public
-            codes = ["400", "401", "403", "429", "default"] if authenticated else ["400", "429", "default"]
-            for code in codes:
-                responses[code] = {"description": ERROR_RESPONSES[code], "content": body}
-            if authenticated:
+            for powertools in ("422", "500"):  # HTTPValidationError, "Response Validation Error"
+                if "x-error-codes" not in responses.get(powertools, {"x-error-codes": ()}):
+                    del responses[powertools]
+            marker = public.get((method, path))
+            for code, note in _gate_codes(path, marker):
+                _add_code(responses.setdefault(str(CATALOGUE[code].status), {"content": body}), code, note)
+            default: dict[str, Any] = {"description": "Any other error, with the same body", "content": body}
+            unkeyed = [
+                status for status in ("401", "422") if status in responses and (status == "422" or marker is not None)
+            ]
+            if unkeyed:
+                moved = [responses.pop(status) | {"status": status} for status in unkeyed]
+                lines = [
+                    f"- {answer['status']} {line.removeprefix('- ')}"
+                    for answer in moved
+                    for line in answer["description"].splitlines()
+                ]
+                default["description"] = "\n".join([default["description"] + "; among them:", *lines])
+                default["x-error-codes"] = [code for answer in moved for code in answer["x-error-codes"]]
+            responses["default"] = default
+            _describe_success(responses)
+            if marker is None:
                 operation["security"] = [{"bearerAuth": []}]
+            operation["responses"] = dict(sorted(responses.items()))
+
+
+def _describe_success(responses: dict[str, Any]) -> None:
+    """A 204 has no body. A streamed operation (text/event-stream) ends a failure before its first event
+    with the error as that event, so its errors come in both media types."""
+    stream = None
+    for status, answer in responses.items():
+        if status.startswith("2"):
+            if status == "204" or not answer.get("content"):
+                answer.pop("content", None)
+            elif "text/event-stream" in answer["content"]:
+                stream = {"schema": {"$ref": "#/components/schemas/ErrorFrame"}}
+    if stream is not None:
+        for status, answer in responses.items():
+            if not status.startswith("2"):
+                answer["content"] = {**answer["content"], "text/event-stream": stream}
 
 
 def main(argv: list[str]) -> int:

@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Self
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from pydantic import BaseModel, Field
-from typing import Annotated
+from pydantic import Field
 
 from conduit import api_keys, identity
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
+from conduit.api_keys import ApiKeyView, NewApiKey
 from conduit.auth import public
-from conduit.routes import Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, page_body
+from conduit.identity import AccountSummary, UserView
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, answers, page_body
+from conduit.views import Page, View
 
 app = make_resolver()
 
@@ -38,54 +40,106 @@ class AcceptTermsRequest(StrictBody):
     version: str | None = Field(None, min_length=1, max_length=64)
 
 
-def session_body(session: identity.Session) -> dict[str, Any]:
-    return {
-        "user": identity.user_view(session.user),
-        "accessToken": session.access_token,
-        "refreshToken": session.refresh_token,
-        "expiresIn": session.expires_in,
-    }
+class SignedIn(View):
+    """A new token pair, with its user."""
+
+    user: UserView
+    accessToken: str = Field(description="A JWT: send it as `Authorization: Bearer <accessToken>`")
+    refreshToken: str = Field(description="Opaque; POST /auth/refresh spends it for a new pair (it lasts 30 days)")
+    expiresIn: int = Field(description="Seconds the access token lasts (ACCESS_TOKEN_TTL_SECONDS, 900 by default)")
+
+    @classmethod
+    def of(cls, session: identity.Session) -> Self:
+        return cls(
+            user=UserView.of(session.user),
+            accessToken=session.access_token,
+            refreshToken=session.refresh_token,
+            expiresIn=session.expires_in,
+        )
 
 
-@app.post("/auth/register", tags=["Auth"], summary="Create an account", status_code=201)
+class Me(UserView):
+    account: AccountSummary = Field(description="The caller's personal account")
+
+
+@app.post(
+    "/auth/register",
+    tags=["Auth"],
+    summary="Create an account",
+    description="Registers a user with a personal account (with the tiers file's signup credits) and signs them in. "
+    "Every route outside /auth then needs the current terms accepted (POST /auth/accept-terms).",
+    **answers("EMAIL_IN_USE", status=201, description="Registered and signed in"),
+)
 @public(limit_by_ip=True)
-def register(request: RegisterRequest) -> dict:
-    return session_body(identity.register(request.email, request.password, request.name))
+def register(request: RegisterRequest) -> SignedIn:
+    return SignedIn.of(identity.register(request.email, request.password, request.name))
 
 
-@app.post("/auth/login", tags=["Auth"], summary="Sign in")
+@app.post(
+    "/auth/login",
+    tags=["Auth"],
+    summary="Sign in",
+    **answers(
+        ("UNAUTHORIZED", "Wrong email or password, or a disabled user (one answer for all)"), description="Signed in"
+    ),
+)
 @public(limit_by_ip=True)
-def login(request: LoginRequest) -> dict:
-    return session_body(identity.login(request.email, request.password))
+def login(request: LoginRequest) -> SignedIn:
+    return SignedIn.of(identity.login(request.email, request.password))
 
 
-@app.post("/auth/refresh", tags=["Auth"], summary="Exchange a refresh token for a new token pair")
+@app.post(
+    "/auth/refresh",
+    tags=["Auth"],
+    summary="Exchange a refresh token for a new token pair",
+    description="The refresh token sent is spent. Sending a spent one again revokes that whole login (it has leaked).",
+    **answers(
+        ("INVALID_TOKEN", "Unknown or expired refresh token"),
+        ("TOKEN_REVOKED", "A spent refresh token (the login is now revoked), a revoked login, or a disabled user"),
+        description="The new pair",
+    ),
+)
 @public(limit_by_ip=True)
-def refresh(request: RefreshRequest) -> dict:
-    return session_body(identity.refresh(request.refreshToken))
+def refresh(request: RefreshRequest) -> SignedIn:
+    return SignedIn.of(identity.refresh(request.refreshToken))
 
 
-@app.post("/auth/logout", tags=["Auth"], summary="Revoke this login's tokens", status_code=204)
+@app.post(
+    "/auth/logout", tags=["Auth"], summary="Revoke this login's tokens", **answers(status=204, description="Signed out")
+)
 def logout(caller: CurrentCaller):
     identity.logout(caller.user_id, caller.session_id)
     return Response(status_code=204)
 
 
-@app.post("/auth/logout-all", tags=["Auth"], summary="Revoke every login of the user", status_code=204)
+@app.post(
+    "/auth/logout-all",
+    tags=["Auth"],
+    summary="Revoke every login of the user",
+    description="Every device's tokens stop working at once (TOKEN_REVOKED).",
+    **answers(status=204, description="Every login signed out"),
+)
 def logout_all(caller: CurrentCaller):
     identity.logout_all(caller.user_id)
     return Response(status_code=204)
 
 
-@app.get("/auth/me", tags=["Auth"], summary="The caller and their account")
-def me(caller: CurrentCaller) -> dict:
-    return {**identity.user_view(caller.user), "account": identity.account_view(caller.account)}
+@app.get("/auth/me", tags=["Auth"], summary="The caller and their account", **answers(description="The caller"))
+def me(caller: CurrentCaller) -> Me:
+    return Me.of(caller.user, account=AccountSummary.of(caller.account))
 
 
-@app.post("/auth/accept-terms", tags=["Auth"], summary="Accept the current terms of service")
-def accept_terms(caller: CurrentCaller, request: AcceptTermsRequest | None = None) -> dict:
-    user = identity.accept_terms(caller.user_id, request.version if request else None)
-    return identity.user_view(user)
+@app.post(
+    "/auth/accept-terms",
+    tags=["Auth"],
+    summary="Accept the current terms of service",
+    **answers(
+        ("VALIDATION_ERROR", "`version`, when sent, is not the current terms version"),
+        description="The user, termsAccepted true",
+    ),
+)
+def accept_terms(caller: CurrentCaller, request: AcceptTermsRequest | None = None) -> UserView:
+    return UserView.of(identity.accept_terms(caller.user_id, request.version if request else None))
 
 
 class CreateApiKeyRequest(StrictBody):
@@ -94,47 +148,45 @@ class CreateApiKeyRequest(StrictBody):
     expiresInDays: int | None = Field(None, ge=1, le=365, strict=True)
 
 
-class ApiKeyView(BaseModel):
-    id: str
-    name: str
-    prefix: str = Field(description="The key's first characters, to recognise it; never enough to use it")
-    accountId: str
-    createdAt: str
-    expiresAt: str | None
-
-
-class NewApiKey(ApiKeyView):
-    key: str = Field(description="`cdk_…`: shown only in this answer; send it as `Authorization: Bearer cdk_…`")
-
-
-class ApiKeyPage(BaseModel):
-    items: list[ApiKeyView]
-    nextCursor: str | None
-
-
-def _returns(model: type[BaseModel], status: int = 200, description: str = "Successful Response") -> dict:
-    return {"responses": {status: {"description": description, "content": {"application/json": {"model": model}}}}}
+class ApiKeyPage(Page[ApiKeyView]):
+    pass
 
 
 @app.post(
     "/api-keys",
     tags=["API keys"],
     summary="Create an API key (the key is shown only here)",
-    status_code=201,
-    **_returns(NewApiKey, 201, "The new key"),
+    description="The key acts as its maker on the account it names (a workspace key: with the maker's role at the time of use). "
+    "An API key cannot create, list or revoke keys.",
+    **answers(
+        ("FEATURE_LIMIT_REACHED", "The account has as many keys as its tier allows (maxApiKeys)"),
+        *ACCOUNT_ACCESS,
+        status=201,
+        description="The new key",
+    ),
 )
-def create_api_key(caller: CurrentCaller, request: CreateApiKeyRequest) -> dict:
+def create_api_key(caller: CurrentCaller, request: CreateApiKeyRequest) -> NewApiKey:
     # Any member may make a key for a workspace; the key can do only what its maker's role allows when used.
     account = account_for(caller, request.workspaceId, "read")
     return api_keys.create_key(caller.user_id, account.account_id, account.tier, request.name, request.expiresInDays)
 
 
-@app.get("/api-keys", tags=["API keys"], summary="The caller's API keys (never the keys themselves)", **_returns(ApiKeyPage))
-def list_api_keys(caller: CurrentCaller, limit: Limit = 20, cursor: Cursor = None) -> dict:
+@app.get(
+    "/api-keys",
+    tags=["API keys"],
+    summary="The caller's API keys (never the keys themselves)",
+    **answers(description="A page of keys"),
+)
+def list_api_keys(caller: CurrentCaller, limit: Limit = 20, cursor: Cursor = None) -> ApiKeyPage:
     return page_body(api_keys.list_keys(caller.user_id, limit, cursor))
 
 
-@app.delete("/api-keys/<keyId>", tags=["API keys"], summary="Revoke an API key: it stops working on the next request", status_code=204)
+@app.delete(
+    "/api-keys/<keyId>",
+    tags=["API keys"],
+    summary="Revoke an API key: it stops working on the next request",
+    **answers(("NOT_FOUND", "The caller has no API key with this id"), status=204, description="Revoked"),
+)
 def delete_api_key(caller: CurrentCaller, keyId: Annotated[str, Path(max_length=64)]):  # noqa: N803
     api_keys.revoke_key(caller.user_id, keyId)
     return Response(status_code=204)

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
-from pydantic import BaseModel, Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from conduit import auto_top_up, billing, credits
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
+from conduit.billing import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
 from conduit.observability import logger
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.views import Page, View
 
 app = make_resolver()
 
@@ -48,35 +50,9 @@ class PlanChange(StrictBody):
     workspaceId: str | None = BodyWorkspaceId
 
 
-# --- response shapes (documentation: handlers return plain dicts built by conduit.billing) ---
+class LedgerEntry(View):
+    """A change of the balance (credits.ledger_page builds them)."""
 
-
-class TopUpFailure(BaseModel):
-    reason: str
-    failedAt: str
-
-
-class AutoTopUpView(BaseModel):
-    enabled: bool
-    thresholdCredits: int
-    topUpCredits: int
-    lastFailure: TopUpFailure | None = Field(description="Why the last auto top-up failed (which turned it off)")
-
-
-class BillingOverview(BaseModel):
-    accountId: str
-    tier: str
-    credits: int = Field(description="The balance: monthlyCredits + purchasedCredits. Auto top-up looks at it")
-    monthlyCredits: int = Field(
-        description="Granted at each renewal (Stripe invoice.paid), spent first, lapsing at the next renewal (API.md §15)"
-    )
-    purchasedCredits: int = Field(description="Purchases, top-ups, signup credits and admin grants: they never lapse")
-    subscriptionStatus: str
-    hasPaymentMethod: bool
-    autoTopUp: AutoTopUpView
-
-
-class LedgerEntry(BaseModel):
     id: str
     delta: int = Field(description="A priced model turn shows its actual cost, one entry per turn; a lapse is its own entry")
     balance: int = Field(description="The balance (the sum of both) after this entry")
@@ -84,48 +60,118 @@ class LedgerEntry(BaseModel):
     createdAt: str
 
 
-class LedgerPage(BaseModel):
-    items: list[LedgerEntry]
-    nextCursor: str | None
+class LedgerPage(Page[LedgerEntry]):
+    pass
 
 
-def _returns(model: type[BaseModel]) -> dict:
-    return {"responses": {200: {"description": "Successful Response", "content": {"application/json": {"model": model}}}}}
+BILLING_ROLE = ("PERMISSION_DENIED", "Billing is the workspace owner's (or an API key made for another account)")
+NO_WORKSPACE = ("WORKSPACE_NOT_FOUND", "No workspace with this id of which the caller is a member")
+STRIPE_DOWN = ("BILLING_UNAVAILABLE", "Stripe is not configured on this server, or could not be reached")
+PAST_DUE = ("SUBSCRIPTION_PAST_DUE", "The subscription is past due: update the card first")
+NO_CARD = ("NO_PAYMENT_METHOD", "No card on file: add one first")
+KEY_REUSED = "an Idempotency-Key already used for a different request"
 
 
-@app.get("/billing", tags=["Billing"], summary="Billing overview of the account", **_returns(BillingOverview))
-def overview(caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:
+@app.get(
+    "/billing",
+    tags=["Billing"],
+    summary="Billing overview of the account",
+    **answers(NO_WORKSPACE, BILLING_ROLE, description="The overview"),
+)
+def overview(caller: CurrentCaller, workspace_id: WorkspaceId = None) -> BillingOverview:
     return billing.overview(account_for(caller, workspace_id, "billing"))
 
 
-@app.get("/billing/ledger", tags=["Billing"], summary="Credit ledger, newest first", **_returns(LedgerPage))
+@app.get(
+    "/billing/ledger",
+    tags=["Billing"],
+    summary="Credit ledger, newest first",
+    **answers(NO_WORKSPACE, BILLING_ROLE, description="A page of ledger entries"),
+)
 def ledger(
     caller: CurrentCaller,
     workspace_id: WorkspaceId = None,
     limit: Limit = 20,
     cursor: Cursor = None,
-) -> dict:
+) -> LedgerPage:
     return page_body(credits.ledger_page(account_for(caller, workspace_id, "billing").account_id, limit, cursor))
 
 
-@app.post("/billing/payment-methods/setup", tags=["Billing"], summary="Start adding a card (Stripe SetupIntent)")
-def setup_card(request: CardSetup, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> dict:
+@app.post(
+    "/billing/payment-methods/setup",
+    tags=["Billing"],
+    summary="Start adding a card (Stripe SetupIntent)",
+    description="The card is on file once Stripe confirms it (its setup_intent.succeeded webhook).",
+    **answers(
+        ("VALIDATION_ERROR", f"The body, or {KEY_REUSED}"),
+        STRIPE_DOWN,
+        NO_WORKSPACE,
+        BILLING_ROLE,
+        description="The SetupIntent",
+    ),
+)
+def setup_card(request: CardSetup, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> CardSetupStarted:
     return billing.create_setup_intent(account_for(caller, request.workspaceId, "billing"), idempotency_key)
 
 
-@app.post("/billing/credits/purchase", tags=["Billing"], summary="Buy a credit pack with the card on file")
-def purchase(request: CreditPurchase, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> dict:
+@app.post(
+    "/billing/credits/purchase",
+    tags=["Billing"],
+    summary="Buy a credit pack with the card on file",
+    description="Charged off-session; with the same Idempotency-Key a retry charges once.",
+    **answers(
+        ("VALIDATION_ERROR", f"`credits` is not one of the tiers file's credit packs, or {KEY_REUSED}"),
+        PAST_DUE,
+        NO_CARD,
+        ("PAYMENT_FAILED", "The card was declined (or needs its holder)"),
+        STRIPE_DOWN,
+        NO_WORKSPACE,
+        BILLING_ROLE,
+        description="The payment (credited at once when it succeeded)",
+    ),
+)
+def purchase(request: CreditPurchase, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> PurchaseResult:
     return billing.purchase_credits(account_for(caller, request.workspaceId, "billing"), request.credits, idempotency_key)
 
 
-@app.put("/billing/auto-topup", tags=["Billing"], summary="Set auto top-up")
-def set_auto_top_up(request: AutoTopUpSettings, caller: CurrentCaller) -> dict:
+@app.put(
+    "/billing/auto-topup",
+    tags=["Billing"],
+    summary="Set auto top-up",
+    description="When a spend leaves the balance below thresholdCredits, the topUpCredits pack is bought with the card on file. "
+    "A failed top-up turns it off and says why in lastFailure.",
+    **answers(
+        ("VALIDATION_ERROR", "topUpCredits is not a credit pack, or thresholdCredits is 0 while enabling"),
+        PAST_DUE,
+        NO_CARD,
+        NO_WORKSPACE,
+        BILLING_ROLE,
+        description="The auto top-up settings",
+    ),
+)
+def set_auto_top_up(request: AutoTopUpSettings, caller: CurrentCaller) -> AutoTopUpView:
     account = account_for(caller, request.workspaceId, "billing")
     return billing.set_auto_top_up(account, request.enabled, request.thresholdCredits, request.topUpCredits)
 
 
-@app.post("/billing/subscription", tags=["Billing"], summary="Subscribe or change plan")
-def change_plan(request: PlanChange, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> dict:
+@app.post(
+    "/billing/subscription",
+    tags=["Billing"],
+    summary="Subscribe or change plan",
+    description="Starts or changes the Stripe subscription with the card on file; the tier changes when Stripe confirms it. "
+    "`free` cancels at the end of the paid period.",
+    **answers(
+        ("VALIDATION_ERROR", f"An unknown tier, one this server sells no Stripe price for, or {KEY_REUSED}"),
+        PAST_DUE,
+        NO_CARD,
+        ("PAYMENT_FAILED", "The card was declined"),
+        STRIPE_DOWN,
+        NO_WORKSPACE,
+        BILLING_ROLE,
+        description="The subscription",
+    ),
+)
+def change_plan(request: PlanChange, caller: CurrentCaller, idempotency_key: IdempotencyKey = None) -> PlanChanged:
     return billing.change_subscription(account_for(caller, request.workspaceId, "billing"), request.tier, idempotency_key)
 
 

@@ -9,18 +9,21 @@ Adapter, so its server-sent events stream (see conduit/stream_server.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import ConfigDict, Field, Json, RootModel, StrictBool, StrictInt
 
 from conduit import chat, sessions
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
+from conduit.chat import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
 from conduit.repositories.sessions import prefetch_session
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.sessions import SessionView, SessionWithMessages
 from conduit.streaming import EventStream
+from conduit.views import ErrorBody, Page, View, document_schema
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)
@@ -46,8 +49,90 @@ class ChatRequest(StrictBody):
     workspaceId: str | None = Field(None, min_length=1, max_length=64)
 
 
-@app.post("/sessions", tags=["Chat"], summary="Start a chat session", status_code=201)
-def create_session(request: NewSession, caller: CurrentCaller) -> dict:
+class SessionPage(Page[SessionView]):
+    pass
+
+
+# --- the server-sent events of POST /chat, for the document (conduit.chat makes their data) ----------
+
+
+def _server_sent_event(schema: dict[str, Any], model: type[View]) -> None:
+    """An event as OpenAPI 3.2 describes server-sent events (its `event` and `data` fields): the data is
+    JSON text, whose schema is its `contentSchema`."""
+    document_schema(schema, model)
+    data = schema["properties"]["data"]
+    if "contentSchema" not in data:
+        content = {key: value for key, value in data.items() if key != "title"}
+        schema["properties"]["data"] = {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": content,
+        }
+
+
+class Frame(View):
+    model_config = ConfigDict(json_schema_extra=_server_sent_event)
+
+
+class TextFrame(Frame):
+    event: Literal["text"]
+    data: Json[TextEvent]
+
+
+class ToolUseFrame(Frame):
+    event: Literal["tool_use"]
+    data: Json[ToolUseEvent]
+
+
+class ToolResultFrame(Frame):
+    event: Literal["tool_result"]
+    data: Json[ToolResultEvent]
+
+
+class DoneFrame(Frame):
+    """The last event of an exchange that succeeded: the answer, as without streaming."""
+
+    event: Literal["done"]
+    data: Json[ChatAnswer]
+
+
+class ErrorFrame(Frame):
+    """How an exchange that failed ends: an error body, whose statusCode says what it was. Sent before any
+    other event, the response's status is the error's too."""
+
+    event: Literal["error"]
+    data: Json[ErrorBody]
+
+
+AnyFrame = Annotated[TextFrame | ToolUseFrame | ToolResultFrame | DoneFrame | ErrorFrame, Field(discriminator="event")]
+
+
+class ChatStreamEvent(RootModel[AnyFrame]):
+    """One server-sent event of a streamed exchange (`event: <name>`, then `data: <JSON>`), each written as it
+    happens: text (the model's words, piece by piece from a streaming provider), tool_use and tool_result (each
+    tool call), then done, or error."""
+
+
+SESSION_CODES = (
+    ("INVALID_SESSION", "The session token is malformed (`sess_` and at least 32 URL-safe characters)"),
+    ("SESSION_NOT_FOUND", "No session with this token in the account"),
+)
+SESSION_EXPIRED = ("SESSION_EXPIRED", "The session is past its expiresAt")
+
+
+@app.post(
+    "/sessions",
+    tags=["Chat"],
+    summary="Start a chat session",
+    **answers(
+        ("VALIDATION_ERROR", "An unknown model provider"),
+        ("NOT_FOUND", "A site of siteIds is not in the account"),
+        *ACCOUNT_ACCESS,
+        status=201,
+        description="The new session",
+    ),
+)
+def create_session(request: NewSession, caller: CurrentCaller) -> SessionView:
     return sessions.create_session(
         account_for(caller, request.workspaceId, "write"),
         title=request.title,
@@ -60,25 +145,67 @@ def create_session(request: NewSession, caller: CurrentCaller) -> dict:
     )
 
 
-@app.get("/sessions", tags=["Chat"], summary="The account's sessions, newest first")
-def list_sessions(caller: CurrentCaller, workspace_id: WorkspaceId = None, limit: Limit = 20, cursor: Cursor = None) -> dict:
+@app.get(
+    "/sessions",
+    tags=["Chat"],
+    summary="The account's sessions, newest first",
+    **answers(*ACCOUNT_ACCESS, description="A page of sessions, without their messages"),
+)
+def list_sessions(
+    caller: CurrentCaller, workspace_id: WorkspaceId = None, limit: Limit = 20, cursor: Cursor = None
+) -> SessionPage:
     return page_body(sessions.list_sessions(account_for(caller, workspace_id, "read"), limit, cursor))
 
 
-@app.get("/sessions/<sessionToken>", tags=["Chat"], summary="A session with its messages")
+@app.get(
+    "/sessions/<sessionToken>",
+    tags=["Chat"],
+    summary="A session with its messages",
+    **answers(*SESSION_CODES, SESSION_EXPIRED, *ACCOUNT_ACCESS, description="The session"),
+)
 @prefetch(prefetch_session)
-def get_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+def get_session(
+    sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None  # noqa: N803
+) -> SessionWithMessages:
     return sessions.get_session(sessionToken, account_for(caller, workspace_id, "read"))
 
 
-@app.delete("/sessions/<sessionToken>", tags=["Chat"], summary="Delete a session and its messages", status_code=204)
+@app.delete(
+    "/sessions/<sessionToken>",
+    tags=["Chat"],
+    summary="Delete a session and its messages",
+    description="An expired session can be deleted too.",
+    **answers(*SESSION_CODES, *ACCOUNT_ACCESS, status=204, description="Deleted"),
+)
 @prefetch(prefetch_session)
 def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     sessions.delete_session(sessionToken, account_for(caller, workspace_id, "write"))
     return Response(status_code=204)
 
 
-@url_app.post("/", tags=["Chat"], summary="Send a message (served at POST /chat)")
+@url_app.post(
+    "/",
+    tags=["Chat"],
+    summary="Send a message (served at POST /chat)",
+    description="One user message; the model may call the session's tools (at most 5 model turns) before it answers. "
+    'With `"stream": true` or `Accept: text/event-stream` the answer is server-sent events, each sent as it happens. '
+    "An exchange that fails saves nothing; credits already spent stay spent. On AWS this is a Function URL "
+    "(the stack's ChatUrl output), since an exchange may outlast API Gateway's 29 s.",
+    **answers(
+        *SESSION_CODES,
+        SESSION_EXPIRED,
+        ("VALIDATION_ERROR", "An unknown model provider"),
+        ("NO_CREDITS", "The balance cannot pay the next model turn or tool call"),
+        ("OUTGOING_RATE_LIMITED", "More tool calls to one site domain in a minute than allowed (Retry-After)"),
+        ("MODEL_ERROR", "The model provider failed (after retries), or cut a tool call off"),
+        ("TOOL_EXECUTION_ERROR", "A site answered a tool call with a non-2xx status or non-JSON"),
+        ("SITE_UNAVAILABLE", "A site could not be reached"),
+        ("CHAT_TIMEOUT", "The exchange took longer than CHAT_TIMEOUT_SECONDS (90 s)"),
+        *ACCOUNT_ACCESS,
+        description="The answer, or the exchange as server-sent events",
+        content={"application/json": {"model": ChatAnswer}, "text/event-stream": {"model": ChatStreamEvent}},
+    ),
+)
 def send_message(request: ChatRequest, caller: CurrentCaller):
     exchange = chat.new_exchange(account_for(caller, request.workspaceId, "write"))
     accept = url_app.current_event.headers.get("accept") or ""

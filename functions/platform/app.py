@@ -24,7 +24,7 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-@app.get("/health", tags=["Platform"], summary="Liveness check (no auth)")
+@app.get("/health", tags=["Platform"], summary="Liveness check (no auth)", response_description="The API is up")
 @public()
 def health() -> Health:
     return Health(status="ok")

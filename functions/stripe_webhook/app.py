@@ -10,13 +10,32 @@ from __future__ import annotations
 from conduit import stripe_events
 from conduit.api import handler_for, make_resolver
 from conduit.auth import public
+from conduit.routes import answers
+from conduit.stripe_events import EventReceived
 
 url_app = make_resolver("function_url")  # mounted at /stripe/webhook
 
 
-@url_app.post("/", tags=["Billing"], summary="Stripe webhook (served at POST /stripe/webhook; Stripe-Signature required)")
+@url_app.post(
+    "/",
+    tags=["Billing"],
+    summary="Stripe webhook (served at POST /stripe/webhook; Stripe-Signature required)",
+    description="For Stripe only: each event id is applied at most once; unknown event types and accounts are "
+    "acknowledged and change nothing.",
+    **answers(
+        (
+            "VALIDATION_ERROR",
+            "A missing, forged or stale Stripe-Signature, or a body that is not a Stripe event; nothing changes",
+        ),
+        (
+            "BILLING_UNAVAILABLE",
+            "Webhooks are not configured on this server, or the event is being applied by another delivery",
+        ),
+        description="The event is applied, or was already",
+    ),
+)
 @public()
-def stripe_webhook() -> dict:
+def stripe_webhook() -> EventReceived:
     event = url_app.current_event
     payload = event.decoded_body or ""  # the raw body, exactly as signed
     return stripe_events.handle(payload, event.get_header_value("Stripe-Signature"), url_app.lambda_context)

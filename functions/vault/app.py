@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from conduit import site_oauth, vault
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.repositories.sites import prefetch_site
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, page_body
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.site_oauth import OAuthStarted
+from conduit.vault import Site
+from conduit.views import Page
 
 app = make_resolver()
 Token = Field(None, min_length=1, max_length=8192)
@@ -49,101 +52,85 @@ class TokenChange(StrictBody):
     token: str = Field(min_length=1, max_length=8192)
 
 
-# --- response shapes (documentation: handlers return plain dicts built by conduit.vault) ---
+class SitePage(Page[Site]):
+    """Sites without their tools."""
 
 
-class SiteTool(BaseModel):
-    name: str = Field(description="The tool's name at the site (what the site receives)")
-    prefixedName: str = Field(description="The name models see: `<domain>_<tool>`, [A-Za-z0-9_-], at most 64 characters")
-    description: str
-    inputSchema: dict[str, Any] = Field(description="JSON Schema of the arguments")
-    annotations: dict[str, Any] | None = Field(
-        None,
-        description="MCP sites: the tool's annotations as the server published them "
-        "(readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title)",
-    )
-
-
-class SiteWarning(BaseModel):
-    tool: str = Field(description='The tool left out (its name, `#<index>` when it has none, `*` for tools past the limit)')
-    message: str = Field(description="Why it was left out")
-
-
-class Site(BaseModel):
-    id: str
-    url: str
-    domain: str
-    name: str
-    version: str
-    description: str | None
-    authType: Literal["bearer", "oauth2", "none"]
-    hasToken: bool
-    status: Literal["active", "expired"]
-    createdAt: str
-    manifestFetchedAt: str
-    lastUsedAt: str | None
-    warnings: list[SiteWarning] = Field(
-        description="Tools of the manifest that are left out (invalid even by the tolerant reading of API.md §11), and why"
-    )
-    tools: list[SiteTool] | None = Field(None, description="The usable tools (not in lists)")
-    kind: Literal["manifest", "mcp"] = Field(
-        "manifest", description="`mcp`: a remote MCP server (Streamable HTTP endpoint, API.md §12.1); `manifest`: a manifest site"
-    )
-
-
-class SitePage(BaseModel):
-    items: list[Site]
-    nextCursor: str | None
-
-
-class OAuthStarted(BaseModel):
-    authorizationUrl: str = Field(description="Where to send the person to approve")
-    state: str
-    redirectUri: str | None = Field(
-        description="The redirect URI sent to the site; urn:ietf:wg:oauth:2.0:oob means the site shows the code, "
-        "which the person pastes into /vault/oauth/complete"
-    )
-    scopes: list[str] = Field(description="The scopes asked for (by default the least: read)")
-
-
-def _returns(model: type[BaseModel], status: int = 200, description: str = "Successful Response") -> dict:
-    return {"responses": {status: {"description": description, "content": {"application/json": {"model": model}}}}}
+SITE_NOT_FOUND = ("NOT_FOUND", "No site with this id in the account")
+INVALID_URL = ("INVALID_URL", "Not an absolute https:// URL on a public address (local mode: http:// on loopback too)")
+MANIFEST_CODES = (
+    ("MANIFEST_NOT_FOUND", "No manifest (nor MCP server) answered at the URL; the message lists every URL tried"),
+    ("MANIFEST_INVALID", "The manifest (or the MCP server's tool list) is unusable; `details` say why"),
+    ("SITE_UNAVAILABLE", "The MCP server could not be reached"),
+)
 
 
 @app.post(
     "/vault/sites",
     tags=["Vault"],
     summary="Connect a site: fetch and validate its manifest, store its token",
-    status_code=201,
-    **_returns(Site, 201, "The site"),
+    description="A URL with a path or a query is the manifest itself (or an MCP endpoint); a bare origin is looked up at the "
+    "well-known manifest paths (docs/API.md, Sites). Nothing is stored unless everything succeeded.",
+    **answers(
+        INVALID_URL,
+        *MANIFEST_CODES,
+        ("TOKEN_EXISTS", "The account has a site on this domain already"),
+        ("VAULT_LIMIT_REACHED", "The account has as many sites as its tier allows (maxSites)"),
+        *ACCOUNT_ACCESS,
+        status=201,
+        description="The site, with its tools and warnings",
+    ),
 )
-def add_site(site: NewSite, caller: CurrentCaller) -> dict:
+def add_site(site: NewSite, caller: CurrentCaller) -> Site:
     return vault.add_site(account_for(caller, site.workspaceId, "write"), site.url, site.token, site.refreshToken)
 
 
-@app.get("/vault/sites", tags=["Vault"], summary="The account's sites (tokens are never returned)", **_returns(SitePage))
+@app.get(
+    "/vault/sites",
+    tags=["Vault"],
+    summary="The account's sites (tokens are never returned)",
+    **answers(*ACCOUNT_ACCESS, description="A page of sites, without their tools"),
+)
 def list_sites(
     caller: CurrentCaller,
     workspace_id: WorkspaceId = None,
     limit: Limit = 20,
     cursor: Cursor = None,
-) -> dict:
+) -> SitePage:
     return page_body(vault.list_sites(account_for(caller, workspace_id, "read"), limit, cursor))
 
 
-@app.get("/vault/sites/<siteId>", tags=["Vault"], summary="A site with its tools", **_returns(Site))
+@app.get(
+    "/vault/sites/<siteId>",
+    tags=["Vault"],
+    summary="A site with its tools",
+    **answers(SITE_NOT_FOUND, *ACCOUNT_ACCESS, description="The site"),
+)
 @prefetch(prefetch_site)
-def get_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+def get_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> Site:  # noqa: N803
     return vault.get_site(account_for(caller, workspace_id, "read"), siteId)
 
 
-@app.patch("/vault/sites/<siteId>", tags=["Vault"], summary="Replace the stored token", **_returns(Site))
+@app.patch(
+    "/vault/sites/<siteId>",
+    tags=["Vault"],
+    summary="Replace the stored token",
+    description="This also makes an expired site active again.",
+    **answers(SITE_NOT_FOUND, ("VALIDATION_ERROR", "The token is empty"), *ACCOUNT_ACCESS, description="The site"),
+)
 @prefetch(prefetch_site)
-def replace_token(siteId: str, change: TokenChange, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+def replace_token(
+    siteId: str, change: TokenChange, caller: CurrentCaller, workspace_id: WorkspaceId = None  # noqa: N803
+) -> Site:
     return vault.replace_token(account_for(caller, workspace_id, "write"), siteId, change.token)
 
 
-@app.delete("/vault/sites/<siteId>", tags=["Vault"], summary="Remove a site", status_code=204)
+@app.delete(
+    "/vault/sites/<siteId>",
+    tags=["Vault"],
+    summary="Remove a site",
+    **answers(SITE_NOT_FOUND, *ACCOUNT_ACCESS, status=204, description="Removed"),
+)
 @prefetch(prefetch_site)
 def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None):  # noqa: N803
     vault.delete_site(account_for(caller, workspace_id, "write"), siteId)
@@ -151,14 +138,35 @@ def delete_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = 
 
 
 @app.post(
-    "/vault/sites/<siteId>/refresh", tags=["Vault"], summary="Re-fetch the manifest (the old one stays on failure)", **_returns(Site)
+    "/vault/sites/<siteId>/refresh",
+    tags=["Vault"],
+    summary="Re-fetch the manifest (the old one stays on failure)",
+    description="An MCP site lists its tools again. On any failure the stored manifest stays in use and the error is answered.",
+    **answers(SITE_NOT_FOUND, *MANIFEST_CODES, *ACCOUNT_ACCESS, description="The site, with its new tools"),
 )
-def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> dict:  # noqa: N803
+def refresh_site(siteId: str, caller: CurrentCaller, workspace_id: WorkspaceId = None) -> Site:  # noqa: N803
     return vault.refresh_manifest(account_for(caller, workspace_id, "write"), siteId)
 
 
-@app.post("/vault/oauth/start", tags=["Vault"], summary="Start OAuth2 (PKCE S256) for an oauth2 site or an MCP server (RFC 9728, 8414, 7591, 8707)", **_returns(OAuthStarted))
-def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
+@app.post(
+    "/vault/oauth/start",
+    tags=["Vault"],
+    summary="Start OAuth2 (PKCE S256) for an oauth2 site or an MCP server (RFC 9728, 8414, 7591, 8707)",
+    description="Send the person to authorizationUrl; the site sends the code back to redirectUri (or shows it, for the "
+    "out-of-band URN). Then POST /vault/oauth/complete with the state and the code, within 15 minutes.",
+    **answers(
+        INVALID_URL,
+        (
+            "VALIDATION_ERROR",
+            "The site does not use OAuth2, asks for another PKCE method, does not offer a scope asked for, "
+            "accepts only clients other than Conduit's, or the redirect URI is not usable",
+        ),
+        *MANIFEST_CODES,
+        *ACCOUNT_ACCESS,
+        description="Where to send the person",
+    ),
+)
+def oauth_start(request: OAuthStart, caller: CurrentCaller) -> OAuthStarted:
     account = account_for(caller, request.workspaceId, "write")
     return site_oauth.start(account, request.url, request.redirectUri, request.scopes)
 
@@ -167,10 +175,19 @@ def oauth_start(request: OAuthStart, caller: CurrentCaller) -> dict:
     "/vault/oauth/complete",
     tags=["Vault"],
     summary="Exchange the authorization code and store the site",
-    status_code=201,
-    **_returns(Site, 201, "The site"),
+    **answers(
+        ("VALIDATION_ERROR", "The state is unknown, already used or expired, or the site refused the code"),
+        ("SITE_UNAVAILABLE", "The site (its token endpoint, or the MCP server) could not be reached"),
+        INVALID_URL,
+        *MANIFEST_CODES,
+        ("TOKEN_EXISTS", "The account has a site on this domain already"),
+        ("VAULT_LIMIT_REACHED", "The account has as many sites as its tier allows (maxSites)"),
+        *ACCOUNT_ACCESS,
+        status=201,
+        description="The site",
+    ),
 )
-def oauth_complete(request: OAuthComplete, caller: CurrentCaller) -> dict:
+def oauth_complete(request: OAuthComplete, caller: CurrentCaller) -> Site:
     return site_oauth.complete(account_for(caller, request.workspaceId, "write"), request.state, request.code)
 
 

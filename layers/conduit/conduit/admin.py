@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from conduit import credits
 from conduit.errors import ConduitError
-from conduit.identity import account_view, user_view
+from conduit.identity import AccountSummary, UserView
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.base import Page
-from conduit.repositories.users import UsersRepository
+from conduit.repositories.users import User, UsersRepository
+
+
+class AdminUserView(UserView):
+    """A user as admins see them."""
+
+    disabled: bool
+
+    @classmethod
+    def of(cls, user: User, **more: Any) -> Self:
+        return super().of(user, disabled=user.disabled, **more)
 
 
 def list_users(limit: int, cursor: str | None) -> Page:
     page = UsersRepository().list_users(limit, cursor)
-    return Page(items=[{**user_view(user), "disabled": user.disabled} for user in page.items], next_cursor=page.next_cursor)
+    return Page(items=[AdminUserView.of(user).body() for user in page.items], next_cursor=page.next_cursor)
 
 
 def update_user(user_id: str, *, is_admin: bool | None, disabled: bool | None) -> dict[str, Any]:
     values = {name: value for name, value in (("isAdmin", is_admin), ("disabled", disabled)) if value is not None}
     # Disabling also bumps the token version, so refresh tokens die with the access tokens.
     user = UsersRepository().update_user(user_id, increment_token_version=bool(disabled), **values)
-    return {**user_view(user), "disabled": user.disabled}
+    return AdminUserView.of(user).body()
 
 
 def revoke_tokens(user_id: str) -> None:
@@ -37,7 +47,7 @@ def update_account(account_id: str, *, tier: str | None, subscription_status: st
     account = accounts.get(account_id)
     if account is None:
         raise ConduitError("NOT_FOUND", "No account with this id")
-    return account_view(account)
+    return AccountSummary.of(account).body()
 
 
 def adjust_credits(account_id: str, delta: int, reason: str, key: str) -> int:

@@ -15,9 +15,10 @@ import hashlib
 import json
 import re
 import secrets
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import Field
 
 from conduit import runs
 from conduit.aws import scheduler_client
@@ -32,6 +33,7 @@ from conduit.repositories.sites import SitesRepository
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
 from conduit.toolbox import DEFAULT_MAX_ROUNDS
+from conduit.views import Omitted, View
 
 TRIGGER_FEATURES = {"webhook": "webhooks", "scheduled": "schedules"}
 _RATE = re.compile(r"^rate\((\d{1,6}) (minute|minutes|hour|hours|day|days)\)$")
@@ -44,30 +46,74 @@ def webhook_url(agent_id: str) -> str:
     return f"{get_settings().webhook_base_url}{agent_id}"
 
 
-def agent_view(agent: dict[str, Any], *, secret: str | None = None) -> dict[str, Any]:
-    view = {
-        "id": agent["agentId"],
-        "accountId": agent["accountId"],
-        "name": agent["name"],
-        "description": agent.get("description"),
-        "systemPrompt": agent["systemPrompt"],
-        "model": agent["model"],
-        "siteIds": agent.get("siteIds"),
-        "maxRounds": int(agent["maxRounds"]),
-        "triggerType": agent["triggerType"],
-        "schedule": agent.get("schedule"),
-        "timezone": agent.get("timezone"),
-        "webhookSchema": json.loads(agent["webhookSchemaJson"]) if agent.get("webhookSchemaJson") else None,
-        "isActive": agent["isActive"],
-        "activeRunId": agent.get("activeRunId"),
-        "createdAt": agent["createdAt"],
-        "updatedAt": agent["updatedAt"],
-    }
-    if agent["triggerType"] == "webhook":
-        view["webhook"] = {"url": webhook_url(agent["agentId"])}
-        if secret is not None:
-            view["webhook"]["secret"] = secret  # shown only when it is made
-    return view
+Trigger = Literal["manual", "webhook", "scheduled"]
+
+
+class WebhookEndpoint(View):
+    url: str = Field(description="POST here with the X-Webhook-Secret header to start a run")
+    secret: Annotated[str | None, Omitted] = Field(
+        None, description="`cwh_…`: only in the answer that made it (create, a change to the webhook trigger)"
+    )
+
+
+class WebhookSecret(View):
+    """A webhook agent's new secret; the previous one stops working at once."""
+
+    url: str
+    secret: str = Field(description="`cwh_…`: shown only here")
+
+
+class AgentView(View):
+    """An agent (API.md §8)."""
+
+    id: str
+    accountId: str
+    name: str
+    description: str | None
+    systemPrompt: str = Field(description="The model's system prompt")
+    model: str = Field(description="`provider:model`")
+    siteIds: list[str] | None = Field(
+        description="The sites whose tools the agent may use; null: every site of the account"
+    )
+    maxRounds: int = Field(description="Model turns per run, at most")
+    triggerType: Trigger
+    schedule: str | None = Field(description="Scheduled agents: an EventBridge Scheduler expression (rate, cron or at)")
+    timezone: str | None = Field(description="Scheduled agents: the IANA time zone of the schedule (UTC when null)")
+    webhookSchema: dict[str, Any] | None = Field(
+        description="Webhook agents: the JSON Schema a webhook body must match"
+    )
+    isActive: bool = Field(description="An inactive agent cannot run (409 AGENT_INACTIVE) and its schedule is off")
+    activeRunId: str | None = Field(description="The run in progress, if any (one at a time)")
+    createdAt: str
+    updatedAt: str
+    webhook: Annotated[WebhookEndpoint | None, Omitted] = Field(None, description="Webhook agents only")
+
+    @classmethod
+    def of(cls, agent: dict[str, Any], *, secret: str | None = None) -> Self:
+        webhook = None
+        if agent["triggerType"] == "webhook":
+            webhook = WebhookEndpoint(
+                url=webhook_url(agent["agentId"]), secret=secret
+            )  # the secret only when it is made
+        return cls(
+            id=agent["agentId"],
+            accountId=agent["accountId"],
+            name=agent["name"],
+            description=agent.get("description"),
+            systemPrompt=agent["systemPrompt"],
+            model=agent["model"],
+            siteIds=agent.get("siteIds"),
+            maxRounds=int(agent["maxRounds"]),
+            triggerType=agent["triggerType"],
+            schedule=agent.get("schedule"),
+            timezone=agent.get("timezone"),
+            webhookSchema=json.loads(agent["webhookSchemaJson"]) if agent.get("webhookSchemaJson") else None,
+            isActive=agent["isActive"],
+            activeRunId=agent.get("activeRunId"),
+            createdAt=agent["createdAt"],
+            updatedAt=agent["updatedAt"],
+            webhook=webhook,
+        )
 
 
 # --- rules ----------------------------------------------------------------------
@@ -202,7 +248,7 @@ def create_agent(account: Account, fields: dict[str, Any]) -> dict[str, Any]:
         except Exception:
             repository.delete(agent)  # no agent without its schedule
             raise
-    return agent_view(agent, secret=secret)
+    return AgentView.of(agent, secret=secret).body()
 
 
 def find_agent(account: Account, agent_id: str) -> dict[str, Any]:
@@ -212,7 +258,7 @@ def find_agent(account: Account, agent_id: str) -> dict[str, Any]:
 
 def list_agents(account: Account, limit: int, cursor: str | None) -> Page:
     page = AgentsRepository().list_agents(account.account_id, limit, cursor)
-    return Page(items=[agent_view(agent) for agent in page.items], next_cursor=page.next_cursor)
+    return Page(items=[AgentView.of(agent).body() for agent in page.items], next_cursor=page.next_cursor)
 
 
 def update_agent(account: Account, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +301,7 @@ def update_agent(account: Account, agent_id: str, changes: dict[str, Any]) -> di
     stored = AgentsRepository().update(agent, values, remove)
     if was_scheduled and not is_scheduled:
         _delete_schedule(agent_id)
-    return agent_view(stored, secret=secret)
+    return AgentView.of(stored, secret=secret).body()
 
 
 def rotate_webhook_secret(account: Account, agent_id: str) -> dict[str, str]:
@@ -264,7 +310,7 @@ def rotate_webhook_secret(account: Account, agent_id: str) -> dict[str, str]:
         raise validation_error("triggerType", "only a webhook agent has a webhook secret")
     secret, secret_hash = new_webhook_secret()
     AgentsRepository().update(agent, {"webhookSecretHash": secret_hash, "updatedAt": iso(utc_now())})
-    return {"url": webhook_url(agent_id), "secret": secret}
+    return WebhookSecret(url=webhook_url(agent_id), secret=secret).body()
 
 
 def delete_agent(account: Account, agent_id: str) -> None:

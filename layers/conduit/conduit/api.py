@@ -6,6 +6,8 @@
 
 Handlers raise `ConduitError`; pydantic validation failures, unknown routes,
 oversized bodies and uncaught faults are turned into the same error body here.
+A route's return annotation (a model of conduit.views) is checked on every answer: a body
+that does not match it is a fault of ours, logged and answered 500 INTERNAL_ERROR.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from aws_lambda_powertools.event_handler import (
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.depends import DependencyResolutionError
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
 from aws_lambda_powertools.logging import correlation_paths
 
 from conduit import safe_json
@@ -176,6 +178,13 @@ def _register_error_handlers(app: ApiGatewayResolver) -> None:
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         return error_response(ConduitError("VALIDATION_ERROR", f"Invalid request: {summary}", details=details))
 
+    @app.exception_handler(ResponseValidationError)
+    def handle_invalid_answer(error: ResponseValidationError) -> Response:
+        # Where and what, never the values (an answer can hold a secret shown once).
+        problems = [{"loc": list(e.get("loc", ())), "type": e.get("type")} for e in error.errors()]
+        logger.error("Answer does not match the route's response model", extra={"problems": problems[:20]})
+        return error_response(ConduitError("INTERNAL_ERROR"))
+
     @app.exception_handler(UnicodeDecodeError)
     def handle_undecodable_body(_: UnicodeDecodeError) -> Response:
         return error_response(
@@ -206,7 +215,11 @@ def make_resolver(kind: Literal["rest", "function_url"] = "rest", *, needs: tupl
     get_tiers()
     resolver_class = ConduitRestResolver if kind == "rest" else ConduitFunctionUrlResolver
     # Bodies are parsed by safe_json (bounded nesting, no NaN): a refusal is 400 VALIDATION_ERROR, not a 500.
-    app = resolver_class(enable_validation=True, json_body_deserializer=safe_json.loads)
+    # An answer that fails its route's response model raises ResponseValidationError (handled below);
+    # without the status, Powertools would raise it as a RequestValidationError: a 400 describing our answer.
+    app = resolver_class(
+        enable_validation=True, json_body_deserializer=safe_json.loads, response_validation_error_http_code=500
+    )
     _register_error_handlers(app)
     return app
 

@@ -16,13 +16,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
+
+from pydantic import Field
 
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, parse_iso, utc_now
 from conduit.repositories.api_keys import ApiKey, ApiKeysRepository
 from conduit.repositories.base import Page
 from conduit.tiers import get_tiers
+from conduit.views import View
 
 KEY_PREFIX = "cdk_"
 _KEY_PATTERN = re.compile(r"^cdk_(?P<key>[0-9a-f]{24})(?P<user>[0-9a-f]{24})(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -69,15 +72,31 @@ def check_key(key: str, item: dict[str, Any] | None) -> KeyGrant:
     return KeyGrant(key_id=stored.id, account_id=stored.account_id)
 
 
-def key_view(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "accountId": key.account_id,
-        "createdAt": key.created_at,
-        "expiresAt": key.expires_at,
-    }
+class ApiKeyView(View):
+    """An API key as listed: never the key itself."""
+
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it; never enough to use it")
+    accountId: str = Field(description="The account the key acts on: its maker's own, or a workspace")
+    createdAt: str
+    expiresAt: str | None = Field(description="null: the key does not expire")
+
+    @classmethod
+    def of(cls, stored: ApiKey, **more: Any) -> Self:
+        return cls(
+            id=stored.id,
+            name=stored.name,
+            prefix=stored.prefix,
+            accountId=stored.account_id,
+            createdAt=stored.created_at,
+            expiresAt=stored.expires_at,
+            **more,
+        )
+
+
+class NewApiKey(ApiKeyView):
+    key: str = Field(description="`cdk_…`: shown only in this answer; send it as `Authorization: Bearer cdk_…`")
 
 
 def create_key(user_id: str, account_id: str, tier: str, name: str, expires_in_days: int | None) -> dict[str, Any]:
@@ -97,12 +116,12 @@ def create_key(user_id: str, account_id: str, tier: str, name: str, expires_in_d
         expires_at=iso(now + timedelta(days=expires_in_days)) if expires_in_days is not None else None,
     )
     ApiKeysRepository().create(stored, get_tiers().tier(tier).limit("apiKeys"))
-    return {**key_view(stored), "key": key}
+    return NewApiKey.of(stored, key=key).body()
 
 
 def list_keys(user_id: str, limit: int, cursor: str | None) -> Page:
     page = ApiKeysRepository().list_keys(user_id, limit, cursor)
-    return Page(items=[key_view(key) for key in page.items], next_cursor=page.next_cursor)
+    return Page(items=[ApiKeyView.of(key).body() for key in page.items], next_cursor=page.next_cursor)
 
 
 def revoke_key(user_id: str, key_id: str) -> None:

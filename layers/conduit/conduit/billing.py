@@ -25,16 +25,19 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Self
+
+from pydantic import Field
 
 from conduit import credits, stripe_api
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id
 from conduit.observability import logger
-from conduit.repositories.accounts import Account
+from conduit.repositories.accounts import Account, SubscriptionStatus
 from conduit.repositories.billing import AutoTopUp, BillingProfile, BillingRepository
 from conduit.settings import get_settings
 from conduit.tiers import CreditPack, get_tiers
+from conduit.views import Omitted, View
 
 PURCHASE = "credits"  # PaymentIntent metadata `purpose`
 TOP_UP = "auto_top_up"
@@ -44,25 +47,85 @@ GRANT_REASONS = {PURCHASE: "credit purchase", TOP_UP: "auto top-up"}
 # --- reads ---------------------------------------------------------------------------
 
 
+class TopUpFailure(View):
+    reason: str
+    failedAt: str
+
+
+class AutoTopUpView(View):
+    enabled: bool
+    thresholdCredits: int = Field(description="A spend that leaves the balance below it buys topUpCredits")
+    topUpCredits: int = Field(description="The credit pack bought (0 only while disabled)")
+    lastFailure: TopUpFailure | None = Field(
+        description="Why the last auto top-up failed (which turned it off), until it is set again"
+    )
+
+    @classmethod
+    def of(cls, profile: BillingProfile) -> Self:
+        settings = profile.auto_top_up
+        return cls(
+            enabled=settings.enabled,
+            thresholdCredits=settings.threshold_credits,
+            topUpCredits=settings.top_up_credits,
+            lastFailure=profile.auto_top_up_failure,
+        )
+
+
+class BillingOverview(View):
+    accountId: str
+    tier: str
+    credits: int = Field(description="The balance: monthlyCredits + purchasedCredits. Auto top-up looks at it")
+    monthlyCredits: int = Field(
+        description="Granted at each renewal (Stripe invoice.paid), spent first, lapsing at the next renewal (API.md §15)"
+    )
+    purchasedCredits: int = Field(description="Purchases, top-ups, signup credits and admin grants: they never lapse")
+    subscriptionStatus: SubscriptionStatus
+    hasPaymentMethod: bool = Field(
+        description="Whether a card is on file (POST /billing/payment-methods/setup adds one)"
+    )
+    autoTopUp: AutoTopUpView
+
+
+class CardSetupStarted(View):
+    clientSecret: str = Field(description="The Stripe SetupIntent's client secret, for Stripe.js to collect the card")
+
+
+class PurchaseResult(View):
+    paymentIntentId: str
+    status: str = Field(description="The PaymentIntent's status: succeeded, or processing (credited when it settles)")
+    credits: int = Field(description="The credits bought")
+    balance: Annotated[int | None, Omitted] = Field(
+        None, description="The balance after the grant, once the payment succeeded"
+    )
+
+
+class PlanChanged(View):
+    tier: str = Field(description="The tier asked for; it is applied when Stripe confirms the subscription")
+    subscriptionId: str | None = Field(
+        description="The Stripe subscription; null when there is none (free, never subscribed)"
+    )
+    status: str = Field(
+        description="The Stripe subscription's status (the account's subscription status when there is none)"
+    )
+    cancelAtPeriodEnd: Annotated[bool | None, Omitted] = Field(
+        None, description="true: a move to free, effective when the paid period ends"
+    )
+
+
 def overview(account: Account) -> dict[str, Any]:
     """GET /billing: the account's tier, balance, subscription, card and auto top-up."""
     # The billing state lives on the account item, which the gate has just read (consistently).
     profile = BillingProfile.from_item(account.item) if account.item is not None else _profile(account.account_id)
-    return {
-        "accountId": profile.account.account_id,
-        "tier": profile.account.tier,
-        "credits": profile.account.credits,
-        "monthlyCredits": profile.account.monthly_credits,
-        "purchasedCredits": profile.account.purchased_credits,
-        "subscriptionStatus": profile.account.subscription_status,
-        "hasPaymentMethod": profile.payment_method_id is not None,
-        "autoTopUp": auto_top_up_view(profile),
-    }
-
-
-def auto_top_up_view(profile: BillingProfile) -> dict[str, Any]:
-    # lastFailure: why the last auto top-up failed (which turned it off), until it is set again.
-    return {**profile.auto_top_up.view(), "lastFailure": profile.auto_top_up_failure}
+    return BillingOverview(
+        accountId=profile.account.account_id,
+        tier=profile.account.tier,
+        credits=profile.account.credits,
+        monthlyCredits=profile.account.monthly_credits,
+        purchasedCredits=profile.account.purchased_credits,
+        subscriptionStatus=profile.account.subscription_status,
+        hasPaymentMethod=profile.payment_method_id is not None,
+        autoTopUp=AutoTopUpView.of(profile),
+    ).body()
 
 
 def credit_pack(amount: int, field: str = "credits") -> CreditPack:
@@ -93,7 +156,7 @@ def create_setup_intent(account: Account, client_key: str | None) -> dict[str, s
             },
             options={"idempotency_key": stripe_idempotency_key("setup", account.account_id, client_key)},
         )
-    return {"clientSecret": intent.client_secret}
+    return CardSetupStarted(clientSecret=intent.client_secret).body()
 
 
 def ensure_customer(profile: BillingProfile) -> str:
@@ -151,12 +214,12 @@ def _charge(profile: BillingProfile, pack: CreditPack, purpose: str, key: str, c
             },
             options={"idempotency_key": key},
         )
-    result: dict[str, Any] = {"paymentIntentId": intent.id, "status": intent.status, "credits": pack.credits}
+    result = PurchaseResult(paymentIntentId=intent.id, status=intent.status, credits=pack.credits)
     if intent.status == "succeeded":
-        result["balance"] = grant_paid_credits(account_id, intent.id, pack.credits, purpose)
-        return result
+        result.balance = grant_paid_credits(account_id, intent.id, pack.credits, purpose)
+        return result.body()
     if intent.status == "processing":
-        return result  # granted by the payment_intent.succeeded webhook when it settles
+        return result.body()  # granted by the payment_intent.succeeded webhook when it settles
     # Off-session, a card that needs the customer is a card error; any other state is one too.
     raise ConduitError("PAYMENT_FAILED", stripe_api.AUTHENTICATION_REQUIRED_MESSAGE)
 
@@ -176,7 +239,7 @@ def set_auto_top_up(account: Account, enabled: bool, threshold: int, top_up_cred
         _require_card(profile)
     billing = BillingRepository()
     billing.set_auto_top_up(account.account_id, AutoTopUp(enabled, threshold, top_up_credits), int(time.time()))
-    return auto_top_up_view(_profile(account.account_id))
+    return AutoTopUpView.of(_profile(account.account_id)).body()
 
 
 def run_top_up(account_id: str, claim: str) -> dict[str, Any]:
@@ -227,14 +290,14 @@ def change_subscription(account: Account, tier: str, client_key: str | None) -> 
     metadata = {"accountId": account.account_id, "tier": tier}
     if tier == "free":
         if profile.subscription_id is None:
-            return {"tier": "free", "subscriptionId": None, "status": profile.account.subscription_status}
+            return PlanChanged(tier="free", subscriptionId=None, status=profile.account.subscription_status).body()
         with stripe_api.calling_stripe("cancel subscription"):
             subscription = stripe_api.client().v1.subscriptions.update(
                 profile.subscription_id,
                 params={"cancel_at_period_end": True},
                 options={"idempotency_key": key},
             )
-        return _subscription_view(subscription, tier)
+        return _plan_change(subscription, tier)
     price = get_settings().tier_prices.get(tier)
     if price is None:
         raise validation_error("tier", f"the {tier} plan cannot be bought on this server (no Stripe price is configured)")
@@ -268,16 +331,16 @@ def change_subscription(account: Account, tier: str, client_key: str | None) -> 
                 },
                 options={"idempotency_key": key},
             )
-    return _subscription_view(subscription, tier)
+    return _plan_change(subscription, tier)
 
 
-def _subscription_view(subscription: Any, tier: str) -> dict[str, Any]:
-    return {
-        "tier": tier,
-        "subscriptionId": subscription.id,
-        "status": subscription.status,
-        "cancelAtPeriodEnd": bool(subscription["cancel_at_period_end"]),
-    }
+def _plan_change(subscription: Any, tier: str) -> dict[str, Any]:
+    return PlanChanged(
+        tier=tier,
+        subscriptionId=subscription.id,
+        status=subscription.status,
+        cancelAtPeriodEnd=bool(subscription["cancel_at_period_end"]),
+    ).body()
 
 
 # --- shared checks -----------------------------------------------------------------------

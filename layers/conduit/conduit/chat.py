@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import Field
 
 from conduit import credits
 from conduit.errors import ConduitError
@@ -36,10 +37,66 @@ from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, compac
 from conduit.observability import logger, metrics
 from conduit.repositories.accounts import Account
 from conduit.repositories.sessions import SessionsRepository
-from conduit.sessions import find_session_with_history
+from conduit.sessions import FinishReason, ToolCallRecord, find_session_with_history
 from conduit.settings import get_settings
 from conduit.streaming import EventStream
 from conduit.toolbox import DEFAULT_MAX_ROUNDS, HISTORY_MESSAGES, AvailableTool, available_tools
+from conduit.views import TokenUsage, View
+
+
+# --- what an exchange answers, and its server-sent events (API.md §7, §14) -------------------
+
+
+class AssistantMessage(View):
+    role: Literal["assistant"]
+    content: str = Field(description="The answer; empty when the exchange ended on tool calls (max_rounds)")
+    finishReason: FinishReason
+
+
+class ChatAnswer(View):
+    """The answer to one message; the `done` event of a stream carries the same."""
+
+    sessionToken: str
+    message: AssistantMessage
+    toolCalls: list[ToolCallRecord] = Field(description="Every tool call of the exchange, in order")
+    creditsUsed: int = Field(
+        description="What the exchange cost: its model turns and the tool calls that reached a site"
+    )
+    usage: TokenUsage = Field(description="Summed over the exchange's model turns")
+
+
+class ChatEvent(View):
+    """A server-sent event's data; `event` is the event's name."""
+
+    event: ClassVar[str]
+
+
+class TextEvent(ChatEvent):
+    """What the model says: a streaming provider's words as they arrive, else the whole answer at once."""
+
+    event = "text"
+    text: str
+
+
+class ToolUseEvent(ChatEvent):
+    """A tool call the model asked for, sent before the call leaves."""
+
+    event = "tool_use"
+    id: str = Field(description="The provider's id of the call; the tool_result event names it too")
+    tool: str = Field(description="The prefixed tool name")
+    arguments: dict[str, Any]
+
+
+class ToolResultEvent(ChatEvent):
+    """How a tool call ended."""
+
+    event = "tool_result"
+    id: str
+    tool: str
+    status: Literal["ok", "error"] = Field(
+        description="error: an unknown tool or arguments failing its schema (the result says why; the model is told)"
+    )
+    result: Any = Field(description="The tool's JSON answer, or the error the model was given")
 
 
 
@@ -55,10 +112,11 @@ class Exchange:
     output_tokens: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)  # (SSE event, data), in the order they happened
-    sink: Callable[[str, Any], None] | None = None  # gets each event as it happens; may raise STREAM_ABORTED
+    sink: Callable[[str, Any], None] | None = None  # gets each (event, data) as it happens; may raise STREAM_ABORTED
     account_item: dict[str, Any] | None = None  # the account as the gate read it, until the first credits write
 
-    def emit(self, name: str, data: Any) -> None:
+    def emit(self, event: ChatEvent | ChatAnswer) -> None:
+        name, data = (event.event if isinstance(event, ChatEvent) else "done"), event.body()
         self.events.append((name, data))
         if self.sink is not None:
             self.sink(name, data)
@@ -112,12 +170,12 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
     """Call one tool the model asked for; the result (or a refusal the model can read) as JSON text."""
     tool = tools.get(call.name)
     record = {"tool": call.name, "siteId": tool.site["siteId"] if tool else None, "arguments": call.arguments}
-    exchange.emit("tool_use", {"id": call.id, "tool": call.name, "arguments": call.arguments})
+    exchange.emit(ToolUseEvent(id=call.id, tool=call.name, arguments=call.arguments))
     started = time.monotonic()
     if tool is None:  # the model invented it: tell the model, do not fail the exchange
         result = compact({"error": f"There is no tool named {call.name}"})
         exchange.tool_calls.append({**record, "status": "error", "durationMs": 0})
-        exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": "error", "result": json.loads(result)})
+        exchange.emit(ToolResultEvent(id=call.id, tool=call.name, status="error", result=json.loads(result)))
         return result
     from conduit.tool_calls import run_site_tool  # the site-call stack (httpx, manifests, MCP) only when a tool runs
 
@@ -134,7 +192,7 @@ def _run_tool(exchange: Exchange, tools: dict[str, AvailableTool], call: ToolCal
         else:  # the rest end the exchange with their own code
             raise
     exchange.tool_calls.append({**record, "status": status, "durationMs": int((time.monotonic() - started) * 1000)})
-    exchange.emit("tool_result", {"id": call.id, "tool": call.name, "status": status, "result": json.loads(result)})
+    exchange.emit(ToolResultEvent(id=call.id, tool=call.name, status=status, result=json.loads(result)))
     return result
 
 
@@ -188,7 +246,7 @@ def _run(
             finish_reason = turn.finish_reason
             break
         if turn.text and not streamed:  # what the model says before its tool calls is sent too
-            exchange.emit("text", {"text": turn.text})
+            exchange.emit(TextEvent(text=turn.text))
         messages.append(Message(role="assistant", content=turn.text, tool_calls=turn.tool_calls))
         for call in turn.tool_calls:
             messages.append(Message(role="tool", content=_run_tool(exchange, tools, call), tool_call_id=call.id))
@@ -196,7 +254,7 @@ def _run(
     # The answer reaches the client before it is saved: a client gone by now aborts the exchange here
     # (a streamed answer has reached it piece by piece already).
     if not streamed:
-        exchange.emit("text", {"text": answer})
+        exchange.emit(TextEvent(text=answer))
     now = iso(utc_now())
     SessionsRepository().append_exchange(
         session,
@@ -212,20 +270,20 @@ def _run(
             },
         ],
     )
-    body = {
-        "sessionToken": session["sessionToken"],
-        "message": {"role": "assistant", "content": answer, "finishReason": finish_reason},
-        "toolCalls": exchange.tool_calls,
-        "creditsUsed": exchange.credits_used,
-        "usage": exchange.usage(),
-    }
+    body = ChatAnswer(
+        sessionToken=session["sessionToken"],
+        message=AssistantMessage(role="assistant", content=answer, finishReason=finish_reason),
+        toolCalls=exchange.tool_calls,
+        creditsUsed=exchange.credits_used,
+        usage=exchange.usage(),
+    )
     try:
-        exchange.emit("done", body)
+        exchange.emit(body)
     except ConduitError as error:
         if error.code != "STREAM_ABORTED":
             raise
         # Saved already: a client that leaves now only misses this last event.
-    return body
+    return body.body()
 
 
 def _text_sender(exchange: Exchange, pieces: list[str]) -> Callable[[str], None]:
@@ -233,7 +291,7 @@ def _text_sender(exchange: Exchange, pieces: list[str]) -> Callable[[str], None]
 
     def send(piece: str) -> None:
         pieces.append(piece)
-        exchange.emit("text", {"text": piece})
+        exchange.emit(TextEvent(text=piece))
 
     return send
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
+
+from pydantic import Field
 
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, new_id, utc_now
 from conduit.passwords import dummy_hash, hash_password, needs_rehash, verify_password
-from conduit.repositories.accounts import Account, AccountsRepository
+from conduit.repositories.accounts import Account, AccountsRepository, SubscriptionStatus
 from conduit.repositories.users import User, UsersRepository
 from conduit.settings import get_settings
 from conduit.tiers import get_tiers
 from conduit.tokens import issue_access_token, new_refresh_token, refresh_token_digest
+from conduit.views import View
 
 LOGIN_FAILED = "Invalid email or password"  # one message for unknown email and wrong password
 
@@ -33,26 +36,49 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def user_view(user: User) -> dict[str, Any]:
-    current_terms = get_settings().terms_version
-    return {
-        "id": user.id,
-        "email": user.email,
-        "name": user.name,
-        "isAdmin": user.is_admin,
-        "termsAccepted": user.terms_version == current_terms,
-        "termsVersion": user.terms_version,
-        "createdAt": user.created_at,
-    }
+class UserView(View):
+    """A user as the API shows them (never the password hash)."""
+
+    id: str
+    email: str
+    name: str | None
+    isAdmin: bool
+    termsAccepted: bool = Field(description="Whether the user accepted the current terms version (TERMS_VERSION)")
+    termsVersion: str | None = Field(description="The terms version the user last accepted; null before the first")
+    createdAt: str
+
+    @classmethod
+    def of(cls, user: User, **more: Any) -> Self:
+        return cls(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            isAdmin=user.is_admin,
+            termsAccepted=user.terms_version == get_settings().terms_version,
+            termsVersion=user.terms_version,
+            createdAt=user.created_at,
+            **more,
+        )
 
 
-def account_view(account: Account) -> dict[str, Any]:
-    return {
-        "id": account.account_id,
-        "tier": account.tier,
-        "credits": account.credits,
-        "subscriptionStatus": account.subscription_status,
-    }
+class AccountSummary(View):
+    """An account (personal, or a workspace) in brief."""
+
+    id: str = Field(description="A personal account's id is its user's id")
+    tier: str = Field(
+        description="The tier in force: free, pro, harness or team (a subscription past due too long is free)"
+    )
+    credits: int = Field(description="The balance: monthly plus purchased credits")
+    subscriptionStatus: SubscriptionStatus
+
+    @classmethod
+    def of(cls, account: Account) -> Self:
+        return cls(
+            id=account.account_id,
+            tier=account.tier,
+            credits=account.credits,
+            subscriptionStatus=account.subscription_status,
+        )
 
 
 def _open_session(user: User, session_id: str | None = None) -> Session:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
+from pydantic import Field
 
 from conduit.aws import stepfunctions_client
 from conduit.errors import ConduitError
 from conduit.ids import iso, new_id, parse_iso, utc_now
-from conduit.models import compact
+from conduit.models import FinishReason as ProviderFinishReason, compact
 from conduit.observability import logger
 from conduit.pricing import least_turn_cost
 from conduit.repositories.accounts import Account
@@ -28,6 +29,7 @@ from conduit.repositories.agents import AgentsRepository
 from conduit.repositories.base import Page
 from conduit.repositories.runs import RUNNING, RunsRepository, run_item
 from conduit.settings import get_settings
+from conduit.views import Omitted, TokenUsage, View
 
 LEASE_MARGIN_SECONDS = 120
 # How an execution that ended without the finish step maps to a run's status.
@@ -50,18 +52,59 @@ def execution_arn(run_id: str) -> str:
 
 
 # --- views --------------------------------------------------------------------------
-def step_view(step: dict[str, Any]) -> dict[str, Any]:
-    view = {key: value for key, value in step.items() if key not in ("PK", "SK", "argumentsJson", "resultJson")}
+RunStatus = Literal["running", "succeeded", "failed", "cancelled", "timed_out"]
+
+
+class ModelStep(View):
+    """A model turn of a run."""
+
+    type: Literal["model"]
+    round: int
+    model: str
+    text: str = Field(description="What the model said")
+    toolCalls: list[str] = Field(
+        description="The tools it asked for (their prefixed names), called in the tool steps that follow"
+    )
+    finishReason: Annotated[ProviderFinishReason | None, Omitted] = Field(
+        None, description="Absent on steps recorded before API.md §14"
+    )
+    usage: Annotated[TokenUsage | None, Omitted] = Field(None, description="Absent on steps recorded before API.md §14")
+    credits: int = Field(description="What the turn cost")
+    startedAt: str
+    durationMs: int
+
+
+class ToolStep(View):
+    """A tool call of a run."""
+
+    type: Literal["tool"]
+    round: int
+    callIndex: int = Field(description="Which of the round's tool calls (from 0)")
+    tool: str
+    siteId: Annotated[str | None, Omitted] = Field(
+        None, description="Absent when the model named a tool that does not exist"
+    )
+    arguments: dict[str, Any]
+    status: Literal["ok", "error"]
+    result: Any = Field(
+        description='What the tool answered (as chat\'s tool_result), or `{"truncated": "<its first 4 KiB of JSON>"}` when longer'
+    )
+    credits: int
+    startedAt: str
+    durationMs: int
+
+
+Step = Annotated[ModelStep | ToolStep, Field(discriminator="type")]
+
+
+def _step(step: dict[str, Any]) -> ModelStep | ToolStep:
+    """A stored step item as the API shows it."""
+    fields = {key: value for key, value in step.items() if key not in ("PK", "SK", "argumentsJson", "resultJson")}
     if "argumentsJson" in step:
-        view["arguments"] = json.loads(step["argumentsJson"])
+        fields["arguments"] = json.loads(step["argumentsJson"])
     if "resultJson" in step:  # a tool's result as chat's tool_result has it; over 4 KiB: {"truncated": "<first 4 KiB>"}
-        view["result"] = json.loads(step["resultJson"])
-    for key in ("round", "credits", "durationMs", "callIndex"):
-        if key in view:
-            view[key] = int(view[key])
-    if "usage" in view:  # DynamoDB numbers come back as Decimals
-        view["usage"] = {name: int(count) for name, count in view["usage"].items()}
-    return view
+        fields["result"] = json.loads(step["resultJson"])
+    return (ToolStep if step["type"] == "tool" else ModelStep).model_validate(fields)
 
 
 def usage_of(steps: list[dict[str, Any]]) -> dict[str, int]:
@@ -70,27 +113,54 @@ def usage_of(steps: list[dict[str, Any]]) -> dict[str, int]:
     return {name: sum(int(usage.get(name) or 0) for usage in usages) for name in ("inputTokens", "outputTokens")}
 
 
-def run_view(run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    view = {
-        "id": run["runId"],
-        "agentId": run["agentId"],
-        "accountId": run["accountId"],
-        "status": run["status"],
-        "trigger": run["trigger"],
-        "input": json.loads(run["inputJson"]),
-        "output": run.get("output"),
-        "error": json.loads(run["errorJson"]) if run.get("errorJson") else None,
-        "creditsUsed": int(run.get("creditsUsed") or 0),
-        "usage": {name: int((run.get("usage") or {}).get(name) or 0) for name in ("inputTokens", "outputTokens")},
-        "startedAt": run["startedAt"],
-        "endedAt": run.get("endedAt"),
-    }
-    if steps is not None:
-        view["steps"] = [step_view(step) for step in steps]
-        if run["status"] == RUNNING:  # settled into the run when it ends
-            view["creditsUsed"] = sum(int(step.get("credits") or 0) for step in steps)
-            view["usage"] = usage_of(steps)
-    return view
+class RunError(View):
+    code: str = Field(
+        description="RUN_CANCELLED, RUN_TIMED_OUT, RUN_FAILED, RUN_NOT_STARTED or a catalogue code (docs/API.md)"
+    )
+    message: str
+
+
+class RunView(View):
+    """A run of an agent (API.md §8)."""
+
+    id: str
+    agentId: str
+    accountId: str
+    status: RunStatus
+    trigger: Literal["manual", "webhook", "scheduled", "mcp"]
+    input: Any = Field(description="The run's input (any JSON; null without one)")
+    output: str | None = Field(description="The model's final answer, once the run succeeded")
+    error: RunError | None = Field(description="Why a run that did not succeed ended")
+    creditsUsed: int
+    usage: TokenUsage = Field(description="Summed over the run's model turns")
+    startedAt: str
+    endedAt: str | None
+    steps: Annotated[list[Step] | None, Omitted] = Field(
+        None, description="Its model turns and tool calls in order (a single run; not in lists)"
+    )
+
+    @classmethod
+    def of(cls, run: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> Self:
+        credits_used = int(run.get("creditsUsed") or 0)
+        usage = {name: int((run.get("usage") or {}).get(name) or 0) for name in ("inputTokens", "outputTokens")}
+        if steps is not None and run["status"] == RUNNING:  # settled into the run when it ends
+            credits_used = sum(int(step.get("credits") or 0) for step in steps)
+            usage = usage_of(steps)
+        return cls(
+            id=run["runId"],
+            agentId=run["agentId"],
+            accountId=run["accountId"],
+            status=run["status"],
+            trigger=run["trigger"],
+            input=json.loads(run["inputJson"]),
+            output=run.get("output"),
+            error=json.loads(run["errorJson"]) if run.get("errorJson") else None,
+            creditsUsed=credits_used,
+            usage=usage,
+            startedAt=run["startedAt"],
+            endedAt=run.get("endedAt"),
+            steps=[_step(step) for step in steps] if steps is not None else None,
+        )
 
 
 # --- ending -------------------------------------------------------------------------
@@ -191,7 +261,7 @@ def start_run(account: Account, agent: dict[str, Any], run_input: Any, trigger: 
         end_run(run, "failed", error={"code": "RUN_NOT_STARTED", "message": "The run could not be started"})
         logger.exception("StartExecution failed", extra={"runId": run["runId"]})
         raise ConduitError("INTERNAL_ERROR") from None
-    return run_view(run, [])
+    return RunView.of(run, []).body()
 
 
 def find_run(account: Account, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -206,13 +276,13 @@ def get_run(account: Account, run_id: str) -> dict[str, Any]:
     if run["status"] == RUNNING and _past_deadline(run):
         run = reconcile(run)  # its ending was lost; the execution knows
         run, steps = find_run(account, run_id)
-    return run_view(run, steps)
+    return RunView.of(run, steps).body()
 
 
 def list_runs(account: Account, agent_id: str, limit: int, cursor: str | None) -> Page:
     agent = AgentsRepository().find_owned(account.account_id, agent_id)
     page = RunsRepository().list_runs(agent["agentId"], limit, cursor)
-    return Page(items=[run_view(run) for run in page.items], next_cursor=page.next_cursor)
+    return Page(items=[RunView.of(run).body() for run in page.items], next_cursor=page.next_cursor)
 
 
 def cancel_run(account: Account, run_id: str) -> dict[str, Any]:
@@ -224,7 +294,7 @@ def cancel_run(account: Account, run_id: str) -> dict[str, Any]:
     run, steps = find_run(account, run_id)
     if run["status"] != "cancelled":  # it ended another way first (a completion won the race)
         raise ConduitError("RUN_NOT_CANCELLABLE")
-    return run_view(run, steps)
+    return RunView.of(run, steps).body()
 
 
 def _past_deadline(run: dict[str, Any]) -> bool:

@@ -7,7 +7,9 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field
 
 from conduit.errors import ConduitError
 from conduit.ids import iso, utc_now
@@ -17,8 +19,11 @@ from conduit.repositories.base import Page
 from conduit.repositories.sessions import SessionsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.settings import get_settings
+from conduit.views import Omitted, View
 
 TOKEN_PATTERN = re.compile(r"sess_[A-Za-z0-9_-]{32,128}")
+# Why an answer ended (API.md §14): the provider's reason, or max_rounds when the tool rounds ran out.
+FinishReason = Literal["stop", "length", "refusal", "max_rounds"]
 
 
 def new_session_token() -> str:
@@ -29,18 +34,74 @@ def _expires_at_iso(epoch: int) -> str:
     return iso(datetime.fromtimestamp(epoch, UTC))
 
 
-def session_view(session: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "sessionToken": session["sessionToken"],
-        "title": session.get("title"),
-        "model": session["model"],
-        "siteIds": session.get("siteIds"),
-        "toolAllowList": session.get("toolAllowList"),
-        "toolDenyList": session.get("toolDenyList"),
-        "systemPrompt": session.get("systemPrompt"),
-        "createdAt": session["createdAt"],
-        "expiresAt": _expires_at_iso(int(session["expiresAt"])),
-    }
+class SessionView(View):
+    """A chat session (API.md §7)."""
+
+    sessionToken: str = Field(description="`sess_` and at least 32 URL-safe characters: what POST /chat takes")
+    title: str | None
+    model: str = Field(description="`provider:model`, used unless a message names another")
+    siteIds: list[str] | None = Field(
+        description="The sites whose tools the model sees; null: every site of the account"
+    )
+    toolAllowList: list[str] | None = Field(
+        description="Prefixed tool names, or prefixes ending in `*`; null: every tool"
+    )
+    toolDenyList: list[str] | None = Field(description="As toolAllowList; deny wins")
+    systemPrompt: str | None = Field(description="Sent as the provider's system prompt")
+    createdAt: str
+    expiresAt: str = Field(description="After it, the session answers 410 SESSION_EXPIRED")
+
+    @classmethod
+    def of(cls, session: dict[str, Any], **more: Any) -> Self:
+        return cls(
+            sessionToken=session["sessionToken"],
+            title=session.get("title"),
+            model=session["model"],
+            siteIds=session.get("siteIds"),
+            toolAllowList=session.get("toolAllowList"),
+            toolDenyList=session.get("toolDenyList"),
+            systemPrompt=session.get("systemPrompt"),
+            createdAt=session["createdAt"],
+            expiresAt=_expires_at_iso(int(session["expiresAt"])),
+            **more,
+        )
+
+
+class ToolCallRecord(View):
+    """A tool call of a chat exchange, as the answer and the session's history list it."""
+
+    tool: str = Field(description="The prefixed tool name the model called")
+    siteId: str | None = Field(description="null: the model named a tool that does not exist (nothing was called)")
+    arguments: dict[str, Any]
+    status: Literal["ok", "error"] = Field(
+        description="error: an unknown tool or arguments failing its schema, answered to the model (not charged)"
+    )
+    durationMs: int
+
+
+class MessageView(View):
+    role: Literal["user", "assistant"]
+    content: str
+    finishReason: Annotated[FinishReason | None, Omitted] = Field(
+        None,
+        description="Assistant messages: why the answer ended (API.md §14); absent on messages saved before it existed",
+    )
+    toolCalls: Annotated[list[ToolCallRecord] | None, Omitted] = Field(
+        None, description="Assistant messages: the tool calls made for this answer, when there were any"
+    )
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Self:
+        return cls(
+            role=message["role"],
+            content=message["content"],
+            finishReason=message.get("finishReason") or None,
+            toolCalls=json.loads(message["toolCallsJson"]) if message.get("toolCallsJson") else None,
+        )
+
+
+class SessionWithMessages(SessionView):
+    messages: list[MessageView] = Field(description="The conversation, oldest first")
 
 
 def create_session(
@@ -72,7 +133,7 @@ def create_session(
         "expiresAt": int(time.time()) + ttl_seconds,
     }
     SessionsRepository().create(session)
-    return session_view(session)
+    return SessionView.of(session).body()
 
 
 def find_session(token: str, account: Account, *, allow_expired: bool = False) -> dict[str, Any]:
@@ -104,21 +165,13 @@ def _checked(session: dict[str, Any] | None, account: Account, allow_expired: bo
 
 def list_sessions(account: Account, limit: int, cursor: str | None) -> Page:
     page = SessionsRepository().list_for_account(account.account_id, limit, cursor)
-    return Page(items=[session_view(item) for item in page.items], next_cursor=page.next_cursor)
-
-
-def message_view(message: dict[str, Any]) -> dict[str, Any]:
-    view = {"role": message["role"], "content": message["content"]}
-    if message.get("finishReason"):  # assistant messages (API.md §14); older ones have none
-        view["finishReason"] = message["finishReason"]
-    if message.get("toolCallsJson"):
-        view["toolCalls"] = json.loads(message["toolCallsJson"])
-    return view
+    return Page(items=[SessionView.of(item).body() for item in page.items], next_cursor=page.next_cursor)
 
 
 def get_session(token: str, account: Account) -> dict[str, Any]:
     session = find_session(token, account)
-    return {**session_view(session), "messages": [message_view(m) for m in SessionsRepository().all_messages(token)]}
+    messages = [MessageView.of(message) for message in SessionsRepository().all_messages(token)]
+    return SessionWithMessages.of(session, messages=messages).body()
 
 
 def delete_session(token: str, account: Account) -> None:

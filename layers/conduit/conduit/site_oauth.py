@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from pydantic import Field
+
 from conduit import mcp_oauth, mcp_sites, token_box
 from conduit.errors import ConduitError, validation_error
 from conduit.ids import iso, utc_now
@@ -36,6 +38,7 @@ from conduit.outbound import GuardedClient, OutboundError, OutboundRefused, chec
 from conduit.repositories.accounts import Account
 from conduit.repositories.sites import SitesRepository
 from conduit.vault import add_site, check_site_url, outbound_client, site_token
+from conduit.views import View
 
 PENDING_SECONDS = 15 * 60
 REFRESH_AHEAD_SECONDS = 60  # refresh a token that expires within this
@@ -50,6 +53,18 @@ class TokenSet:
     access_token: str
     refresh_token: str | None
     expires_at: int | None
+
+
+class OAuthStarted(View):
+    """Where to send the person, and the state /vault/oauth/complete takes back (valid 15 minutes)."""
+
+    authorizationUrl: str = Field(description="Where to send the person to approve")
+    state: str
+    redirectUri: str | None = Field(
+        description="The redirect URI sent to the site; urn:ietf:wg:oauth:2.0:oob means the site shows the code, "
+        "which the person pastes into /vault/oauth/complete"
+    )
+    scopes: list[str] = Field(description="The scopes asked for (by default the least: read)")
 
 
 class TokenRefused(Exception):
@@ -158,13 +173,13 @@ def start(
     if redirect_uri:
         parameters["redirect_uri"] = redirect_uri
     separator = "&" if "?" in (manifest.authorization_url or "") else "?"
-    return {
-        "authorizationUrl": f"{manifest.authorization_url}{separator}{urlencode(parameters)}",
-        "state": state,
+    return OAuthStarted(
+        authorizationUrl=f"{manifest.authorization_url}{separator}{urlencode(parameters)}",
+        state=state,
         # The out-of-band URN: the site shows the code to the person, who pastes it into /vault/oauth/complete.
-        "redirectUri": redirect_uri,
-        "scopes": requested,
-    }
+        redirectUri=redirect_uri,
+        scopes=requested,
+    ).body()
 
 
 def _start_mcp(
@@ -197,12 +212,12 @@ def _start_mcp(
     if scopes:
         parameters["scope"] = " ".join(dict.fromkeys(scopes))
     separator = "&" if "?" in mcp.authorization_endpoint else "?"
-    return {
-        "authorizationUrl": f"{mcp.authorization_endpoint}{separator}{urlencode(parameters)}",
-        "state": state,
-        "redirectUri": redirect_uri,
-        "scopes": list(dict.fromkeys(scopes or [])),
-    }
+    return OAuthStarted(
+        authorizationUrl=f"{mcp.authorization_endpoint}{separator}{urlencode(parameters)}",
+        state=state,
+        redirectUri=redirect_uri,
+        scopes=list(dict.fromkeys(scopes or [])),
+    ).body()
 
 
 def complete(account: Account, state: str, code: str) -> dict[str, Any]:

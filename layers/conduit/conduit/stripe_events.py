@@ -35,6 +35,7 @@ from conduit.aws import dynamodb_client
 from conduit.repositories.billing import BillingRepository
 from conduit.settings import get_settings
 from conduit.tiers import TIER_NAMES, get_tiers
+from conduit.views import View
 
 TOLERANCE_SECONDS = 300
 EVENT_RECORD_SECONDS = 7 * 86400  # Stripe retries an event for up to 3 days
@@ -68,6 +69,15 @@ class StripeEvent(BaseModel):
     type: str = Field(min_length=1, max_length=255)
     created: int = Field(ge=0)
     data: _EventData
+
+
+class EventReceived(View):
+    """The acknowledgement of a delivery (a duplicate gets the first delivery's)."""
+
+    received: bool = Field(description="Always true: the event is applied, or was already")
+    eventId: str
+    type: str = Field(description="The Stripe event type")
+    outcome: str = Field(description="What it changed, or why it changed nothing (`ignored: …`)")
 
 
 # --- the webhook ------------------------------------------------------------------------
@@ -131,17 +141,20 @@ def _persistence() -> DynamoDBPersistenceLayer:
 def apply_event(event: dict[str, Any]) -> dict[str, Any]:
     """Apply one verified event; its outcome. Safe to repeat (see the module docstring)."""
     parsed = StripeEvent.model_validate(event)
-    answer = {"received": True, "eventId": parsed.id, "type": parsed.type}
+
+    def answer(outcome: str) -> dict[str, Any]:
+        return EventReceived(received=True, eventId=parsed.id, type=parsed.type, outcome=outcome).body()
+
     handler = HANDLERS.get(parsed.type)
     if handler is None:
-        return {**answer, "outcome": "ignored: event type not handled"}
+        return answer("ignored: event type not handled")
     account_id = _account_of(parsed)
     if account_id is None or AccountsRepository().get(account_id) is None:
         logger.info("Stripe event for no known account", extra={"eventId": parsed.id, "type": parsed.type})
-        return {**answer, "outcome": "ignored: unknown account"}
+        return answer("ignored: unknown account")
     outcome = handler(account_id, parsed.data.object, parsed)
     logger.info("Stripe event applied", extra={"eventId": parsed.id, "type": parsed.type, "outcome": outcome})
-    return {**answer, "outcome": outcome}
+    return answer(outcome)
 
 
 def _payment_succeeded(account_id: str, intent: dict[str, Any], event: StripeEvent) -> str:

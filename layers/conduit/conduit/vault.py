@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
 import httpx
+from pydantic import Field
 
 from conduit import mcp_sites, token_box
 from conduit.errors import ConduitError
@@ -16,6 +17,7 @@ from conduit.repositories.accounts import Account
 from conduit.repositories.base import Page
 from conduit.repositories.sites import SitesRepository
 from conduit.tiers import get_tiers
+from conduit.views import Omitted, View
 
 def outbound_client() -> GuardedClient:
     # Discovery bounds its candidates' total time itself (manifests.DISCOVERY_SECONDS).
@@ -77,27 +79,81 @@ def _manifest_values(
     }
 
 
-def site_view(site: dict[str, Any], *, with_tools: bool = True) -> dict[str, Any]:
-    """A site as clients see it: never a token, only whether there is one."""
-    view = {
-        "id": site["siteId"],
-        "url": site["url"],
-        "domain": site["domain"],
-        "name": site["name"],
-        "version": site["version"],
-        "description": site.get("description") or None,
-        "authType": site["authType"],
-        "hasToken": "accessToken" in site,
-        "status": site["status"],
-        "createdAt": site["createdAt"],
-        "manifestFetchedAt": site["manifestFetchedAt"],
-        "lastUsedAt": site.get("lastUsedAt"),
-        "warnings": site.get("warnings") or [],  # tools of the manifest left out, and why (§11)
-        "kind": mcp_sites.site_kind(site),  # "mcp" | "manifest" (§12.1)
-    }
-    if with_tools:
-        view["tools"] = json.loads(site["toolsJson"])
-    return view
+class ToolAnnotations(View):
+    """An MCP tool's annotations as its server published them (hints, not guarantees)."""
+
+    title: Annotated[str | None, Omitted] = None
+    readOnlyHint: Annotated[bool | None, Omitted] = None
+    destructiveHint: Annotated[bool | None, Omitted] = None
+    idempotentHint: Annotated[bool | None, Omitted] = None
+    openWorldHint: Annotated[bool | None, Omitted] = None
+
+
+class SiteTool(View):
+    name: str = Field(description="The tool's name at the site (what the site receives)")
+    prefixedName: str = Field(
+        description="The name models see: `<domain>_<tool>`, [A-Za-z0-9_-], at most 64 characters"
+    )
+    description: str
+    inputSchema: dict[str, Any] = Field(description="JSON Schema of the arguments")
+    annotations: Annotated[ToolAnnotations | None, Omitted] = Field(
+        None, description="MCP sites: the tool's annotations, when its server published any"
+    )
+
+
+class SiteWarning(View):
+    tool: str = Field(
+        description="The tool left out (its name, `#<index>` when it has none, `*` for tools past the limit)"
+    )
+    message: str = Field(description="Why it was left out")
+
+
+class Site(View):
+    """A site in the vault: never its token, only whether there is one."""
+
+    id: str
+    url: str
+    domain: str = Field(description="The URL's host, lower-cased, with `:port` when not the scheme's default")
+    name: str
+    version: str
+    description: str | None
+    authType: Literal["bearer", "oauth2", "none"]
+    hasToken: bool
+    status: Literal["active", "expired"] = Field(
+        description="expired: its token can no longer be refreshed; its tools are left out until a new token is set"
+    )
+    createdAt: str
+    manifestFetchedAt: str
+    lastUsedAt: str | None
+    warnings: list[SiteWarning] = Field(
+        description="Tools of the manifest that are left out (invalid even by the tolerant reading of API.md §11), and why"
+    )
+    kind: Literal["manifest", "mcp"] = Field(
+        description="`mcp`: a remote MCP server (Streamable HTTP endpoint, API.md §12.1); `manifest`: a manifest site"
+    )
+    tools: Annotated[list[SiteTool] | None, Omitted] = Field(
+        None, description="The usable tools (a single site; not in lists)"
+    )
+
+    @classmethod
+    def of(cls, site: dict[str, Any], *, with_tools: bool = True) -> Self:
+        return cls(
+            id=site["siteId"],
+            url=site["url"],
+            domain=site["domain"],
+            name=site["name"],
+            version=site["version"],
+            description=site.get("description") or None,
+            authType=site["authType"],
+            hasToken="accessToken" in site,
+            status=site["status"],
+            createdAt=site["createdAt"],
+            manifestFetchedAt=site["manifestFetchedAt"],
+            lastUsedAt=site.get("lastUsedAt"),
+            warnings=site.get("warnings") or [],  # tools of the manifest left out, and why (§11)
+            kind=mcp_sites.site_kind(site),  # "mcp" | "manifest" (§12.1)
+            tools=json.loads(site["toolsJson"]) if with_tools else None,
+        )
 
 
 def _sealed_tokens(account_id: str, site_id: str, token: str | None, refresh_token: str | None) -> dict[str, str]:
@@ -153,16 +209,16 @@ def add_site(
     if token_expires_at is not None:
         site["tokenExpiresAt"] = token_expires_at
     SitesRepository().create(site, get_tiers().tier(account.tier).max_sites)
-    return site_view(site)
+    return Site.of(site).body()
 
 
 def list_sites(account: Account, limit: int, cursor: str | None) -> Page:
     page = SitesRepository().list_sites(account.account_id, limit, cursor)
-    return Page(items=[site_view(site, with_tools=False) for site in page.items], next_cursor=page.next_cursor)
+    return Page(items=[Site.of(site, with_tools=False).body() for site in page.items], next_cursor=page.next_cursor)
 
 
 def get_site(account: Account, site_id: str) -> dict[str, Any]:
-    return site_view(SitesRepository().get_site(account.account_id, site_id))
+    return Site.of(SitesRepository().get_site(account.account_id, site_id)).body()
 
 
 def replace_token(account: Account, site_id: str, token: str) -> dict[str, Any]:
@@ -172,7 +228,7 @@ def replace_token(account: Account, site_id: str, token: str) -> dict[str, Any]:
     sealed = _sealed_tokens(account.account_id, site_id, normalized, None)
     # A replaced token makes an expired site usable again; its old expiry no longer applies.
     site = SitesRepository().update(account.account_id, site_id, {**sealed, "status": "active"}, remove=("tokenExpiresAt",))
-    return site_view(site)
+    return Site.of(site).body()
 
 
 def delete_site(account: Account, site_id: str) -> None:
@@ -186,12 +242,12 @@ def refresh_manifest(account: Account, site_id: str) -> dict[str, Any]:
     token = site_token(site)
     if mcp_sites.site_kind(site) == mcp_sites.KIND_MCP:
         values = mcp_sites.refreshed_values(site, token)
-        return site_view(sites.update(account.account_id, site_id, values))
+        return Site.of(sites.update(account.account_id, site_id, values)).body()
     client = outbound_client()
     manifest, manifest_url = fetch_manifest(site["manifestUrl"], token, client)
     values = _manifest_values(manifest, manifest_url, site_id, site["domain"], site.get("clientId") or None)
     updated = sites.update(account.account_id, site_id, values)
-    return site_view(updated)
+    return Site.of(updated).body()
 
 
 def site_token(site: dict[str, Any]) -> str | None:

@@ -11,6 +11,8 @@ import hmac
 import json
 from typing import Any
 
+from pydantic import Field
+
 from conduit import safe_json
 from conduit.agents import hash_secret
 from conduit.errors import ConduitError
@@ -20,8 +22,13 @@ from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.agents import AgentsRepository
 from conduit.runs import start_run
 from conduit.tiers import get_tiers
+from conduit.views import View
 
 _NO_SECRET = hash_secret("")  # compared against when there is nothing to compare, so timing says nothing
+
+
+class WebhookRun(View):
+    runId: str = Field(description="The run started, with the body as its input (GET /runs/{runId})")
 
 
 def trigger(agent_id: str, secret: str | None, body: str | None) -> dict[str, Any]:
@@ -40,7 +47,7 @@ def trigger(agent_id: str, secret: str | None, body: str | None) -> dict[str, An
     if agent.get("webhookSchemaJson"):
         _check_payload(json.loads(agent["webhookSchemaJson"]), payload)
     run = start_run(account, agent, payload, "webhook")
-    return {"runId": run["id"]}
+    return WebhookRun(runId=run["id"]).body()
 
 
 def _payload(body: str | None) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from conduit.access import account_for, workspace_role
+from pydantic import Field
+
+from conduit.access import Role, account_for, workspace_role
 from conduit.auth import Caller
 from conduit.errors import ConduitError, validation_error
 from conduit.identity import normalize_email
@@ -14,24 +16,43 @@ from conduit.repositories.accounts import Account, AccountsRepository
 from conduit.repositories.users import UsersRepository
 from conduit.repositories.workspaces import WorkspacesRepository, member_item
 from conduit.tiers import get_tiers
+from conduit.views import View
 
 ASSIGNABLE_ROLES = ("admin", "member", "viewer")  # nobody sets `owner`: there is one, the creator
 
 
-def workspace_view(account: Account, role: str) -> dict[str, Any]:
-    return {
-        "id": account.account_id,
-        "name": account.name,
-        "ownerId": account.owner_id,
-        "role": role,
-        "tier": account.tier,
-        "credits": account.credits,
-        "createdAt": account.created_at,
-    }
+class WorkspaceView(View):
+    """A Team workspace, as one of its members sees it (API.md §10)."""
+
+    id: str
+    name: str
+    ownerId: str
+    role: Role = Field(description="The caller's role in it")
+    tier: str
+    credits: int = Field(description="The workspace's own balance")
+    createdAt: str
+
+    @classmethod
+    def of(cls, account: Account, role: str) -> Self:
+        return cls(
+            id=account.account_id,
+            name=account.name,
+            ownerId=account.owner_id,
+            role=role,
+            tier=account.tier,
+            credits=account.credits,
+            createdAt=account.created_at,
+        )
 
 
-def member_view(member: dict[str, Any]) -> dict[str, Any]:
-    return {"userId": member["userId"], "email": member["email"], "role": member["role"]}
+class MemberView(View):
+    userId: str
+    email: str
+    role: Role
+
+    @classmethod
+    def of(cls, member: dict[str, Any]) -> Self:
+        return cls(userId=member["userId"], email=member["email"], role=member["role"])
 
 
 def _check_role(role: str) -> None:
@@ -50,7 +71,7 @@ def create(caller: Caller, name: str) -> dict[str, Any]:
     owner = member_item(workspace_id, caller.user_id, caller.user.email, "owner", iso(now))
     WorkspacesRepository().create(account_items, owner, get_tiers().tier("team").max_workspace_members)
     account, role = workspace_role(caller, workspace_id)
-    return workspace_view(account, role)
+    return WorkspaceView.of(account, role).body()
 
 
 def list_for(caller: Caller) -> list[dict[str, Any]]:
@@ -60,13 +81,13 @@ def list_for(caller: Caller) -> list[dict[str, Any]]:
             account, role = workspace_role(caller, membership["workspaceId"])
         except ConduitError:
             continue  # deleted while we listed
-        workspaces.append(workspace_view(account, role))
+        workspaces.append(WorkspaceView.of(account, role).body())
     return workspaces
 
 
 def get(caller: Caller, workspace_id: str) -> dict[str, Any]:
     account, role = workspace_role(caller, workspace_id)
-    return workspace_view(account, role)
+    return WorkspaceView.of(account, role).body()
 
 
 def delete(caller: Caller, workspace_id: str) -> None:
@@ -85,19 +106,19 @@ def add_member(caller: Caller, workspace_id: str, email: str, role: str) -> tupl
     workspaces = WorkspacesRepository()
     member = member_item(workspace_id, user.id, user.email, role, iso(utc_now()))
     if workspaces.add_member(member, get_tiers().tier(workspace.tier).max_workspace_members):
-        return member_view(member), True
-    return member_view(workspaces.set_role(workspace_id, user.id, role)), False
+        return MemberView.of(member).body(), True
+    return MemberView.of(workspaces.set_role(workspace_id, user.id, role)).body(), False
 
 
 def list_members(caller: Caller, workspace_id: str) -> list[dict[str, Any]]:
     account_for(caller, workspace_id, "read")
-    return [member_view(member) for member in WorkspacesRepository().members(workspace_id)]
+    return [MemberView.of(member).body() for member in WorkspacesRepository().members(workspace_id)]
 
 
 def change_role(caller: Caller, workspace_id: str, user_id: str, role: str) -> dict[str, Any]:
     _check_role(role)
     account_for(caller, workspace_id, "manage_members")
-    return member_view(WorkspacesRepository().set_role(workspace_id, user_id, role))
+    return MemberView.of(WorkspacesRepository().set_role(workspace_id, user_id, role)).body()
 
 
 def remove_member(caller: Caller, workspace_id: str, user_id: str) -> None:

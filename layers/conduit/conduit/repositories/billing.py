@@ -32,9 +32,6 @@ class AutoTopUp:
     threshold_credits: int = 0
     top_up_credits: int = 0
 
-    def view(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "thresholdCredits": self.threshold_credits, "topUpCredits": self.top_up_credits}
-
 
 @dataclass(frozen=True, slots=True)
 class BillingProfile:
