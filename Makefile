@@ -17,7 +17,7 @@ PYTHON313 ?= $(shell for candidate in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1
 	[ -x "$$candidate" ] && "$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
 	&& echo "$$candidate" && break; done)
 
-.PHONY: dev demo-site seed browser test lint validate build openapi bench bench-goals clean help
+.PHONY: dev demo-site seed browser test lint lint-imports validate build openapi bench bench-goals clean help
 
 help:
 	@echo "make dev       start the local platform on http://127.0.0.1:$(PORT) (Ctrl-C stops)"
@@ -25,6 +25,7 @@ help:
 	@echo "make seed      put a demo user, the demo site and an agent into a running make dev"
 	@echo "make test      run every test"
 	@echo "make lint      cfn-lint template.yaml"
+	@echo "make lint-imports  the shared layer's layers (import-linter; README Architecture)"
 	@echo "make validate  sam validate --lint (installs the SAM CLI in $(SAM_VENV))"
 	@echo "make build     sam build (no Docker needed)"
 	@echo "make openapi   regenerate functions/platform/openapi.json"
@@ -83,6 +84,10 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 
 lint: $(LINT_VENV)/.installed
 	$(LINT_VENV)/bin/cfn-lint template.yaml
+
+# The shared layer's architecture (README "Architecture"): import-linter's contracts in pyproject.toml.
+lint-imports: $(VENV)/.installed
+	PYTHONPATH=layers/conduit $(VENV)/bin/lint-imports --no-cache
 
 $(SAM_VENV)/.installed:
 	@[ -x $(SAM_VENV)/bin/python ] || $(PYTHON313) -m venv $(SAM_VENV)

@@ -53,14 +53,14 @@ def requests() -> list[dict[str, Any]]:
         os.environ["TIERS_FILE"] = str(tiers_file)
         from datetime import UTC, datetime
 
-        from conduit import credits
+        from conduit.billing import credits
         from conduit.models import Message
         from conduit.models.echo import EchoModel
         from conduit.repositories.accounts import AccountsRepository
-        from conduit.aws import dynamodb_client
+        from conduit.platform.aws import dynamodb_client
         from conduit.repositories.base import write_transaction
-        from conduit.settings import get_settings
-        from conduit.tiers import get_tiers
+        from conduit.platform.settings import get_settings
+        from conduit.platform.tiers import get_tiers
 
         get_settings.cache_clear()
         get_tiers.cache_clear()

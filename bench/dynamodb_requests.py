@@ -32,10 +32,10 @@ def measure() -> list[dict[str, Any]]:
     import boto3
     from moto import mock_aws
 
-    from conduit.http_events import rest_event
+    from conduit.http.events import rest_event
     from shared.local.emulator import create_resources
     from shared.local.workers import LocalLambdaContext, load_handler
-    from conduit.settings import SCHEDULES_NEED, Settings
+    from conduit.platform.settings import SCHEDULES_NEED, Settings
 
     template = Template()
     specs = template.functions()
@@ -48,7 +48,7 @@ def measure() -> list[dict[str, Any]]:
     rows = []
     with mock_aws():
         create_resources(boto3.client, template)
-        from conduit.aws import dynamodb_client
+        from conduit.platform.aws import dynamodb_client
 
         requests: list[str] = []
         dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: requests.append(model.name))
@@ -112,7 +112,7 @@ def measure() -> list[dict[str, Any]]:
 
 def _workspace(call, token: str, user_id: str) -> str:
     """A workspace of the bench user (workspaces are a paid feature: the account is made a team one)."""
-    from conduit.aws import dynamodb_client
+    from conduit.platform.aws import dynamodb_client
 
     dynamodb_client().update_item(
         TableName=os.environ["TABLE_NAME"],
@@ -129,7 +129,7 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
     from the document, and a new read route appears in it without anyone adding a row."""
     from types import SimpleNamespace
 
-    from conduit.http_events import rest_event
+    from conduit.http.events import rest_event
     from shared.local.routing import Router
     from shared.local.workers import LocalLambdaContext
 
@@ -163,9 +163,9 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
 def _oauth_access_token(user_id: str) -> str:
     """An access token of Conduit's OAuth server for the bench's origin (http://127.0.0.1), its
     grant stored as the token endpoint stores it (how it was obtained does not change the call)."""
-    from conduit.ids import utc_now
+    from conduit.platform.ids import utc_now
     from conduit.repositories.oauth import OAuthRepository
-    from conduit.tokens import issue_mcp_access_token
+    from conduit.identity.tokens import issue_mcp_access_token
 
     grant = {"grantId": "ogr_000000000000000000000001", "userId": user_id, "accountId": user_id, "clientId": "bench",
              "scope": "tools:read tools:call agents:run", "resource": "http://127.0.0.1/mcp", "refreshDigest": "-", "revoked": False}
@@ -179,7 +179,7 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
     from http.server import ThreadingHTTPServer
 
     from bench.platform import _Tool
-    from conduit.http_events import function_url_event
+    from conduit.http.events import function_url_event
     from shared.local.workers import LocalLambdaContext
 
     site = ThreadingHTTPServer(("127.0.0.1", 0), _Tool)
@@ -220,7 +220,7 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
 
 def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dict[str, Any], str]:
     """One POST /chat exchange (its Function URL event) with local:echo and no tool call."""
-    from conduit.http_events import function_url_event
+    from conduit.http.events import function_url_event
     from shared.local.workers import LocalLambdaContext
 
     session = call("ChatFunction", "POST", "/sessions", {}, token)["sessionToken"]

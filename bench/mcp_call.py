@@ -42,9 +42,9 @@ def _medians_ms(first, second, runs: int) -> tuple[float, float]:
 def measure(runs: int = 50) -> dict[str, Any]:
     import logging
 
-    from conduit import mcp_sites
-    from conduit.mcp_client import CLIENT_INFO, HANDSHAKE_VERSIONS, MODERN_VERSION
-    from conduit.outbound import GuardedClient
+    from conduit.vault import mcp_sites
+    from conduit.vault.mcp_client import CLIENT_INFO, HANDSHAKE_VERSIONS, MODERN_VERSION
+    from conduit.net.outbound import GuardedClient
     from tests.mcp_servers import McpTestServer
 
     logging.getLogger("mcp").setLevel(logging.WARNING)

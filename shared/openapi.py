@@ -66,7 +66,7 @@ def _generate() -> str:
 def _settings_the_functions_need() -> Iterator[None]:
     """Importing a handler checks the settings its function needs (Settings.require, at cold start);
     the document needs none of their values, so placeholders stand in while the handlers load."""
-    from conduit.settings import SCHEDULES_NEED, Settings, get_settings
+    from conduit.platform.settings import SCHEDULES_NEED, Settings, get_settings
 
     names = [str(Settings.model_fields[field].validation_alias) for field in SCHEDULES_NEED]
     saved = {name: os.environ.get(name) for name in names}
@@ -163,9 +163,9 @@ def _check_component_names() -> None:
 
 # --- errors (API.md §1): one body; each operation names the codes it answers --------------------
 
-# What the gate answers (conduit.api: the body's size and type, validation; conduit.auth.gate:
+# What the gate answers (conduit.http.api: the body's size and type, validation; conduit.identity.gate.gate:
 # authentication, the rate limit, terms, admin, API keys), by the kind of route. Routes declare
-# their own codes (conduit.routes.answers); these are added to them.
+# their own codes (conduit.http.routes.answers); these are added to them.
 BODY_CHECKS = (
     "VALIDATION_ERROR",
     "A parameter or the body failed validation (`details` name the fields): "
@@ -186,7 +186,7 @@ FAULT = ("INTERNAL_ERROR", "An unexpected fault (never caused by the request); n
 
 
 def _gate_codes(path: str, marker: dict[str, Any] | None) -> list[tuple[str, str]]:
-    from conduit.auth import KEYLESS_ROUTES
+    from conduit.identity.gate import KEYLESS_ROUTES
 
     codes = [BODY_CHECKS]
     if marker is None:
@@ -205,7 +205,7 @@ def _gate_codes(path: str, marker: dict[str, Any] | None) -> list[tuple[str, str
 
 def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
     """One more code in an error answer's `x-error-codes` and description, unless the route named it already."""
-    from conduit.routes import error_line
+    from conduit.http.routes import error_line
 
     known = answer.setdefault("x-error-codes", [])
     if code not in known:
@@ -214,8 +214,8 @@ def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
 
 
 def _error_body_schemas() -> dict[str, Any]:
-    """conduit.views.ErrorBody and what it refers to, as components."""
-    from conduit.views import ErrorBody
+    """conduit.platform.views.ErrorBody and what it refers to, as components."""
+    from conduit.platform.views import ErrorBody
 
     schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     return {**schema.pop("$defs", {}), "ErrorBody": schema}
@@ -223,7 +223,7 @@ def _error_body_schemas() -> dict[str, Any]:
 
 def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any]]) -> None:
     """Every error has the same body (API.md §1), and each operation names the codes it can answer, grouped
-    by status: its own (conduit.routes.answers) and its gate's. Powertools documents its own 422 and 500
+    by status: its own (conduit.http.routes.answers) and its gate's. Powertools documents its own 422 and 500
     shapes instead; they are never sent.
 
     Two statuses are never keys of an operation's responses (tests/test_openapi.py holds the document to
@@ -231,7 +231,7 @@ def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any
     routes that take no bearer credential (@public), where 401 would read as "send a token". The codes an
     operation answers with those statuses (MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID; a wrong password, a
     spent refresh token, a webhook secret) are listed under `default`, each with its status."""
-    from conduit.errors import CATALOGUE
+    from conduit.platform.errors import CATALOGUE
 
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):

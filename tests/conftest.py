@@ -70,8 +70,8 @@ os.environ.update(
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from conduit import aws as aws_clients  # noqa: E402
-from conduit.settings import get_settings  # noqa: E402
+from conduit.platform import aws as aws_clients  # noqa: E402
+from conduit.platform.settings import get_settings  # noqa: E402
 from shared.local.emulator import create_resources, serialize_in_process_moto  # noqa: E402
 from shared.local.stack import LocalStack  # noqa: E402
 from shared.local.template import Template  # noqa: E402

@@ -445,7 +445,7 @@ def test_webhook_secret_schema_and_rotation(client, pro_user, local_stack):
 
 def test_an_older_whsec_secret_still_verifies(client, pro_user, local_stack):
     """Secrets made before the cwh_ prefix are stored as their hash like any other: they keep working."""
-    from conduit.agents import hash_secret
+    from conduit.agents.definitions import hash_secret
 
     agent = create_agent(client, pro_user, triggerType="webhook")
     old = "whsec_" + "a" * 43

@@ -9,9 +9,15 @@ import json
 import re
 from pathlib import Path
 
-from conduit import manifests, run_steps, runs, tool_calls
-from conduit.outbound import GuardedClient
-from conduit.tiers import get_tiers
+from conduit.vault import manifests
+
+from conduit.agents import run_steps
+
+from conduit.agents import runs
+
+from conduit.vault import tool_calls
+from conduit.net.outbound import GuardedClient
+from conduit.platform.tiers import get_tiers
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "API.md").read_text()

@@ -8,11 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conduit import api_keys, identity
-from conduit.auth import authenticate
-from conduit.errors import ConduitError
-from conduit.aws import dynamodb_client
-from conduit.settings import get_settings
+from conduit.identity import api_keys
+
+from conduit.identity import login as identity
+from conduit.identity.gate import authenticate
+from conduit.platform.errors import ConduitError
+from conduit.platform.aws import dynamodb_client
+from conduit.platform.settings import get_settings
 from tests.helpers import assert_error, bearer, register
 from tests.test_workspaces import person, team  # noqa: F401 - fixture
 
@@ -81,7 +83,7 @@ def test_revoked_and_expired_keys(aws):
 
 
 def test_the_tier_caps_keys_and_revoking_frees_room(aws, monkeypatch, tmp_path):
-    from conduit.tiers import DEFAULT_TIERS_FILE, get_tiers
+    from conduit.platform.tiers import DEFAULT_TIERS_FILE, get_tiers
 
     tiers = json.loads(DEFAULT_TIERS_FILE.read_text())
     tiers["tiers"]["free"]["maxApiKeys"] = 2

@@ -8,13 +8,13 @@ from typing import Annotated
 import pytest
 from aws_lambda_powertools.event_handler import Depends
 
-from conduit import identity
-from conduit.api import handler_for, make_resolver
-from conduit.auth import Caller, current_caller, prefetch
-from conduit.aws import dynamodb_client
-from conduit.http_events import rest_event
+from conduit.identity import login as identity
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import Caller, current_caller, prefetch
+from conduit.platform.aws import dynamodb_client
+from conduit.http.events import rest_event
 from conduit.repositories.base import Repository
-from conduit.settings import get_settings
+from conduit.platform.settings import get_settings
 
 
 def build_app():
@@ -91,7 +91,7 @@ def test_an_authenticated_call_costs_two_dynamodb_requests(handler, lambda_conte
 
 
 def test_a_key_authenticated_call_costs_the_same_two_requests(handler, lambda_context):
-    from conduit import api_keys
+    from conduit.identity import api_keys
 
     session = identity.register("keycost@example.com", "long password", None)
     identity.accept_terms(session.user.id, None)
@@ -103,8 +103,8 @@ def test_a_key_authenticated_call_costs_the_same_two_requests(handler, lambda_co
 
 
 def test_an_mcp_route_refuses_a_rest_access_token_before_reading_anything(aws, lambda_context):
-    from conduit import api_keys
-    from conduit.auth import mcp_credentials
+    from conduit.identity import api_keys
+    from conduit.identity.gate import mcp_credentials
 
     app = make_resolver()
 

@@ -190,7 +190,7 @@ def test_a_system_prompt_is_bounded_and_its_call_lines_drive_local_echo(client, 
 
 
 def test_deltas_stream_through_the_lambda_web_adapter_server(client, user, local_stack, fake_models):  # noqa: F811
-    """On AWS the chat URL is conduit/stream_server.py behind the Lambda Web Adapter: run it as run.sh
+    """On AWS the chat URL is conduit/http/stream_server.py behind the Lambda Web Adapter: run it as run.sh
     does, with ChatStreamFunction's environment, and speak the adapter's side of it."""
     pool = next(pool for pool in local_stack.pools if pool.spec.logical_id == "ChatStreamFunction")
     with socket.socket() as probe:
@@ -199,7 +199,7 @@ def test_deltas_stream_through_the_lambda_web_adapter_server(client, user, local
     paths = [str(pool.spec.code_dir), *(str(path) for path in pool.spec.layer_dirs)]
     environment = {**os.environ, **pool.environment, "AWS_LWA_PORT": str(port), "PYTHONPATH": os.pathsep.join(paths)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "conduit.stream_server", "app.lambda_handler"], env=environment, cwd=pool.spec.code_dir
+        [sys.executable, "-m", "conduit.http.stream_server", "app.lambda_handler"], env=environment, cwd=pool.spec.code_dir
     )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -16,14 +16,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conduit import credits, pricing, stripe_events
-from conduit.errors import ConduitError
+from conduit.billing import credits
+
+from conduit.billing import pricing
+
+from conduit.billing import stripe_events
+from conduit.platform.errors import ConduitError
 from conduit.models import Message, ModelTurn, Usage
 from conduit.models.echo import EchoModel
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.base import Repository, to_item
-from conduit.settings import get_settings
-from conduit.tiers import ModelPrice, TiersFileError, get_tiers, load_tiers
+from conduit.platform.settings import get_settings
+from conduit.platform.tiers import ModelPrice, TiersFileError, get_tiers, load_tiers
 from shared.local.workers import LocalLambdaContext
 
 from .helpers import open_account
@@ -183,7 +187,7 @@ def test_a_balance_that_cannot_cover_the_hold_is_refused_before_the_provider(pri
 
 
 def _counting_requests() -> list[str]:
-    from conduit.aws import dynamodb_client
+    from conduit.platform.aws import dynamodb_client
 
     calls: list[str] = []
     dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conduit import credits
-from conduit.errors import ConduitError
+from conduit.billing import credits
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.base import ConditionsFailed, write_transaction
 

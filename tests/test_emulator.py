@@ -50,7 +50,7 @@ def test_plain_attribute_values_are_written_as_moto_would_write_them(aws, monkey
     import boto3
     from moto.core.serialize import BaseJSONSerializer
 
-    from conduit.settings import get_settings
+    from conduit.platform.settings import get_settings
     from shared.local.emulator import _fast_attribute_values
 
     table, dynamodb = get_settings().table_name, boto3.client("dynamodb")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conduit.errors import CATALOGUE, ConduitError, validation_error
+from conduit.platform.errors import CATALOGUE, ConduitError, validation_error
 
 SPEC_CATALOGUE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "error-codes.txt"
 EXTENSIONS = {"EMAIL_IN_USE": 409, "INTERNAL_ERROR": 500, "SITE_UNAVAILABLE": 503, "BILLING_UNAVAILABLE": 503, "AGENT_INACTIVE": 409, "IDEMPOTENCY_KEY_REUSED": 409}

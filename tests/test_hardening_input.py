@@ -9,9 +9,13 @@ import json
 
 import pytest
 
-from conduit import safe_json, site_oauth, stripe_events
-from conduit.errors import ConduitError
-from conduit.outbound import OutboundResponse
+from conduit.platform import safe_json
+
+from conduit.vault import site_oauth
+
+from conduit.billing import stripe_events
+from conduit.platform.errors import ConduitError
+from conduit.net.outbound import OutboundResponse
 from conduit.repositories.base import decode_cursor, encode_cursor
 
 from .helpers import assert_error, signed_up
@@ -208,10 +212,11 @@ def test_every_route_of_the_openapi_document_answers_hostile_bodies_without_a_se
 
 @pytest.mark.parametrize("answer", [DEEP.encode(), b'{"n": NaN}', b'{"n": ' + b"9" * 5000 + b"}"])
 def test_a_tool_result_too_deep_or_non_standard_is_a_tool_error(aws, answer):
-    from conduit import identity, vault
+    from conduit.identity import login as identity
+    from conduit.vault import sites as vault
     from conduit.repositories.accounts import AccountsRepository
     from conduit.repositories.sites import SitesRepository
-    from conduit.tool_calls import call_tool
+    from conduit.vault.tool_calls import call_tool
 
     from .sites import TestSite, rest_manifest
 
@@ -227,7 +232,8 @@ def test_a_tool_result_too_deep_or_non_standard_is_a_tool_error(aws, answer):
 
 
 def test_a_manifest_too_deep_to_parse_is_manifest_invalid(aws):
-    from conduit import identity, vault
+    from conduit.identity import login as identity
+    from conduit.vault import sites as vault
     from conduit.repositories.accounts import AccountsRepository
     from conduit.repositories.sites import SitesRepository
 

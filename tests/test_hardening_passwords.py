@@ -8,8 +8,10 @@ import hashlib
 
 import pytest
 
-from conduit import identity, passwords
-from conduit.errors import ConduitError
+from conduit.identity import login as identity
+
+from conduit.identity import passwords
+from conduit.platform.errors import ConduitError
 from conduit.repositories.users import UsersRepository
 
 

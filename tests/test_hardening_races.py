@@ -7,16 +7,22 @@ import json
 
 import pytest
 
-from conduit import chat, identity, sessions, vault
-from conduit.errors import ConduitError
-from conduit.ids import iso, utc_now
+from conduit.chat import exchange as chat
+
+from conduit.identity import login as identity
+
+from conduit.chat import sessions
+
+from conduit.vault import sites as vault
+from conduit.platform.errors import ConduitError
+from conduit.platform.ids import iso, utc_now
 from conduit.repositories import workspaces as workspaces_repository
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.base import ConditionsFailed
 from conduit.repositories.sessions import SessionsRepository
 from conduit.repositories.sites import SitesRepository
 from conduit.repositories.workspaces import WorkspacesRepository, member_item
-from conduit.tool_calls import call_tool
+from conduit.vault.tool_calls import call_tool
 
 from .sites import TestSite, rest_manifest
 

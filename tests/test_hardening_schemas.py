@@ -8,12 +8,12 @@ import urllib.request
 
 import pytest
 
-from conduit import json_schemas
-from conduit.agents import check_webhook_schema
-from conduit.errors import ConduitError
-from conduit.outbound import GuardedClient
-from conduit.tool_calls import check_arguments
-from conduit.webhooks import _check_payload
+from conduit.platform import json_schemas
+from conduit.agents.definitions import check_webhook_schema
+from conduit.platform.errors import ConduitError
+from conduit.net.outbound import GuardedClient
+from conduit.vault.tool_calls import check_arguments
+from conduit.agents.webhooks import _check_payload
 
 from .helpers import assert_error, signed_up
 from .sites import TestSite

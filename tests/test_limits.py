@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conduit.errors import ConduitError
-from conduit.limits import require_feature
+from conduit.platform.errors import ConduitError
+from conduit.accounts.features import require_feature
 from conduit.repositories.counters import (
     LIMIT_CODES,
     count_down_item,
@@ -20,10 +20,10 @@ from conduit.repositories.counters import (
 )
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed
-from conduit.aws import dynamodb_client
+from conduit.platform.aws import dynamodb_client
 from conduit.repositories.base import to_item
-from conduit.settings import get_settings
-from conduit.tiers import DEFAULT_TIERS_FILE, load_tiers
+from conduit.platform.settings import get_settings
+from conduit.platform.tiers import DEFAULT_TIERS_FILE, load_tiers
 
 TIERS = load_tiers(DEFAULT_TIERS_FILE)
 

@@ -66,7 +66,7 @@ def test_a_port_in_use_is_one_clear_line():
 def test_expected_run_endings_are_one_line_and_faults_a_traceback():
     import io
 
-    from conduit.run_steps import StepFailed, TransientStepError
+    from conduit.agents.run_steps import StepFailed, TransientStepError
     from shared.local.workers import report_error
 
     for error in (StepFailed('{"code":"RUN_ENDED","message":"The run has already ended"}'), TransientStepError('{"code":"SITE_UNAVAILABLE"}')):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from conduit import vault
-from conduit.errors import ConduitError
-from conduit.manifests import parse_manifest
-from conduit.outbound import GuardedClient, OutboundError, is_loopback_host
-from conduit.site_oauth import check_redirect_uri
+from conduit.vault import sites as vault
+from conduit.platform.errors import ConduitError
+from conduit.vault.manifests import parse_manifest
+from conduit.net.outbound import GuardedClient, OutboundError, is_loopback_host
+from conduit.vault.site_oauth import check_redirect_uri
 
 LOOPBACK = ["127.0.0.1", "127.0.0.2", "127.45.6.7", "127.255.255.254", "127.1", "[::1]", "[::ffff:127.0.0.2]", "localhost", "api.localhost"]
 NOT_LOOPBACK = ["10.0.0.1", "192.168.1.1", "126.255.255.255", "128.0.0.1", "0.0.0.0", "[::2]", "169.254.169.254", "93.184.216.34"]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conduit.api import MAX_BODY_BYTES
+from conduit.http.api import MAX_BODY_BYTES
 from shared.local.routing import Router, match_route
 from shared.local.template import Route
 

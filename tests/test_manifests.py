@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conduit.errors import ConduitError
-from conduit.manifests import DISCOVERY, STANDARD_PATHS, manifest_candidates, oauth_client_id, parse_manifest, prefixed_names
+from conduit.platform.errors import ConduitError
+from conduit.vault.manifests import DISCOVERY, STANDARD_PATHS, manifest_candidates, oauth_client_id, parse_manifest, prefixed_names
 
 
 class Client:
@@ -162,7 +162,7 @@ def test_the_plugins_oauth_fields_are_read():
 
 
 def test_the_client_id_knob_overrides_the_manifest(monkeypatch):
-    from conduit.settings import get_settings
+    from conduit.platform.settings import get_settings
 
     manifest = parse_manifest(corpus_document("xenforo-ai-connect-1.2.27.json"), Client())
     monkeypatch.setenv("SITE_OAUTH_CLIENT_ID", "conduit-prod")
@@ -264,7 +264,7 @@ def test_a_hostile_manifest_outside_its_tools_is_refused(document):
 
 @pytest.mark.parametrize("text", [b"[" * 100_000, b'{"a": NaN}', b'{"a": Infinity}', b"1" * 5000, b"\xff"])
 def test_json_that_is_not_strict_or_too_deep_is_a_value_error(text):
-    from conduit import safe_json
+    from conduit.platform import safe_json
 
     with pytest.raises(ValueError):
         safe_json.loads(text)

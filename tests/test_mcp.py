@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from conduit import mcp_server
+from conduit.mcp import server as mcp_server
 from tests.helpers import assert_error, bearer
 from tests.sites import TestSite, rest_manifest, tool
 from tests.test_workspaces import person, team  # noqa: F401 - fixture
@@ -278,10 +278,10 @@ def test_an_agent_tool_whose_run_outlasts_the_wait_answers_with_its_run_id(aws, 
     """Past the wait (60 s; shortened here) a call of an agent tool ends with the run's id and
     status `running`, not an error: the run goes on (in-process: moto's Step Functions never
     runs the execution, so the run stays running)."""
-    from conduit import agents
+    from conduit.agents import definitions as agents
     from conduit.repositories.accounts import AccountsRepository
     from conduit.repositories.runs import RunsRepository
-    from conduit.settings import get_settings
+    from conduit.platform.settings import get_settings
 
     from .helpers import open_account
 

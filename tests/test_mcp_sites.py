@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from conduit import identity, mcp_sites, site_oauth, vault
-from conduit.errors import ConduitError
-from conduit.mcp_client import MODERN_VERSION, McpClient, McpFailure
-from conduit.outbound import GuardedClient
+from conduit.identity import login as identity
+
+from conduit.vault import mcp_sites
+
+from conduit.vault import site_oauth
+
+from conduit.vault import sites as vault
+from conduit.platform.errors import ConduitError
+from conduit.vault.mcp_client import MODERN_VERSION, McpClient, McpFailure
+from conduit.net.outbound import GuardedClient
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.sites import SitesRepository
-from conduit.tool_calls import call_tool
+from conduit.vault.tool_calls import call_tool
 
 from .helpers import assert_error, signed_up
 from .mcp_servers import HostileServer, McpAuthorizationServer, McpTestServer, _free_port, rpc
@@ -429,7 +435,7 @@ def test_old_items_read_as_manifest_sites():
 
 
 def test_no_mcp_sdk_at_run_time():
-    code = "import sys; sys.path.insert(0, 'layers/conduit'); import conduit.tool_calls, conduit.vault; print('mcp' in sys.modules)"
+    code = "import sys; sys.path.insert(0, 'layers/conduit'); import conduit.vault.tool_calls, conduit.vault.sites; print('mcp' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

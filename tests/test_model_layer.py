@@ -48,12 +48,12 @@ from openai.types.chat.completion_create_params import (
 )
 from openai.types.completion_usage import CompletionUsage
 
-from conduit import aws as aws_clients
-from conduit.errors import ConduitError
-from conduit import pricing
+from conduit.platform import aws as aws_clients
+from conduit.platform.errors import ConduitError
+from conduit.billing import pricing
 from conduit.models import Message, ModelTurn, ToolCall, Usage, resolve_model
 from conduit.models import bedrock, wire
-from conduit.outbound import GuardedClient, OutboundRefused
+from conduit.net.outbound import GuardedClient, OutboundRefused
 from tests.sdk_types import assert_conforms, problems
 from tests.model_server import ModelServer
 from tests.test_model_providers import (  # noqa: F401  (model_server and provider_env are fixtures)
@@ -617,7 +617,7 @@ def keys_in_secrets_manager(aws: None, provider_env: ModelServer, monkeypatch: p
     from aws_lambda_powertools.utilities import parameters
 
     from conduit.models import anthropic, openai
-    from conduit.settings import get_settings
+    from conduit.platform.settings import get_settings
 
     secrets = boto3.client("secretsmanager")
     # The template's secret, as the operator fills it in after deploying; the other is deleted.

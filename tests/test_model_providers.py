@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from conduit import aws as aws_clients
-from conduit.errors import ConduitError
+from conduit.platform import aws as aws_clients
+from conduit.platform.errors import ConduitError
 from conduit.models import Message, ModelTurn, ToolCall, ToolSpec, Usage, resolve_model
 from conduit.models import anthropic, bedrock, openai, wire
 from tests.conftest import ROOT

@@ -46,13 +46,13 @@ REDIRECT = "http://127.0.0.1:9/callback"
     ],
 )
 def test_which_redirect_uris_a_client_may_register(uri, allowed):
-    from conduit.oauth_server import redirect_uri_problem
+    from conduit.identity.oauth_server import redirect_uri_problem
 
     assert (redirect_uri_problem(uri) is None) is allowed
 
 
 def test_a_loopback_redirect_uri_matches_any_port_and_nothing_else_does():
-    from conduit.oauth_server import Client
+    from conduit.identity.oauth_server import Client
 
     client = Client("c", "App", ("http://127.0.0.1/callback", "https://app.example.com/cb"))
     assert client.check_redirect_uri("http://127.0.0.1:51234/callback")  # RFC 8252 §7.3
@@ -66,7 +66,7 @@ def test_a_loopback_redirect_uri_matches_any_port_and_nothing_else_does():
 def test_the_metadata_is_valid_rfc_8414():
     from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
-    from conduit.oauth_server import Endpoints
+    from conduit.identity.oauth_server import Endpoints
 
     document = Endpoints("https://abc.lambda-url.eu-west-1.on.aws").metadata()
     AuthorizationServerMetadata(document).validate()  # raises on any defect
@@ -79,7 +79,7 @@ def test_mcp_never_imports_authlib():
     import subprocess
     import sys
 
-    probe = "import sys; import conduit.auth, conduit.mcp_server; print(any(m.startswith('authlib') for m in sys.modules))"
+    probe = "import sys; import conduit.identity.gate, conduit.mcp.server; print(any(m.startswith('authlib') for m in sys.modules))"
     root = __import__("pathlib").Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={"PYTHONPATH": str(root / "layers/conduit")}, cwd=root, check=True)
     assert out.stdout.strip() == "False"

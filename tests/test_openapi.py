@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conduit.views import View
+from conduit.platform.views import View
 from shared import openapi
 
 
@@ -104,7 +104,7 @@ def test_the_chat_stream_documents_each_event():
 
 
 def test_every_documented_error_code_is_in_the_catalogue_with_that_status():
-    from conduit.errors import CATALOGUE
+    from conduit.platform.errors import CATALOGUE
 
     document = json.loads(openapi.DOCUMENT_PATH.read_text())
     for method, path, operation in _operations(document):
@@ -149,8 +149,8 @@ def test_routes_declare_their_own_error_codes():
 def test_a_body_that_does_not_match_its_model_is_an_internal_error_without_detail(caplog):
     """Powertools checks each answer against the route's return annotation; a mismatch is our fault:
     logged (where, never the values) and answered 500 INTERNAL_ERROR, not a 400 describing the answer."""
-    from conduit.api import make_resolver
-    from conduit.auth import public
+    from conduit.http.api import make_resolver
+    from conduit.identity.gate import public
 
     app = make_resolver()
 

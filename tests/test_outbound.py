@@ -21,9 +21,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from conduit import outbound
-from conduit.errors import ConduitError
-from conduit.outbound import (
+from conduit.net import outbound
+from conduit.platform.errors import ConduitError
+from conduit.net.outbound import (
     GuardedClient,
     OutboundError,
     OutboundRefused,

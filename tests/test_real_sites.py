@@ -11,11 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from conduit import identity, vault
-from conduit.manifests import DISCOVERY
+from conduit.identity import login as identity
+
+from conduit.vault import sites as vault
+from conduit.vault.manifests import DISCOVERY
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.sites import SitesRepository
-from conduit.tool_calls import call_tool
+from conduit.vault.tool_calls import call_tool
 
 from .helpers import assert_error, signed_up
 from .sites import CORPUS_DIR, PLUGINS, OobOAuthPlugin, PluginSite, TestSite, corpus_manifest
@@ -327,8 +329,8 @@ def test_a_site_that_registers_only_other_products_is_refused(client, plugin_sit
 def test_the_client_id_knob_carries_through_the_whole_flow(account, plugin_sites, monkeypatch):
     """SITE_OAUTH_CLIENT_ID overrides the manifest: the authorization, the code exchange and every
     later refresh present it (the stored site remembers the client its tokens belong to)."""
-    from conduit import site_oauth
-    from conduit.settings import get_settings
+    from conduit.vault import site_oauth
+    from conduit.platform.settings import get_settings
 
     site = plugin_sites("wordpress-webmcp-bridge-0.5.7-plain-permalinks.json")
     oauth = OobOAuthPlugin(site, {"claude-ai": "Claude AI", "platform-7": "Our platform"})

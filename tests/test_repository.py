@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.base import Repository, encode_cursor, to_item
 
 
@@ -69,7 +69,7 @@ def test_a_foreign_or_forged_cursor_is_a_validation_error(repository, cursor):
 
 
 def test_a_session_comes_with_its_last_messages_in_one_query(aws):
-    from conduit.aws import dynamodb_client
+    from conduit.platform.aws import dynamodb_client
     from conduit.repositories.sessions import SessionsRepository
 
     sessions = SessionsRepository()

@@ -10,11 +10,11 @@ import pytest
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field
 
-from conduit import api
-from conduit.api import MAX_BODY_BYTES, handler_for, make_resolver
-from conduit.auth import public
-from conduit.errors import ConduitError
-from conduit.http_events import function_url_event, rest_event
+from conduit.http import api
+from conduit.http.api import MAX_BODY_BYTES, handler_for, make_resolver
+from conduit.identity.gate import public
+from conduit.platform.errors import ConduitError
+from conduit.http.events import function_url_event, rest_event
 
 
 class NewItem(BaseModel):

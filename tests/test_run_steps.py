@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from conduit.repositories.runs import RunsRepository, message_sk
-from conduit.run_steps import _history, _recorded_error
-from conduit.toolbox import HISTORY_MESSAGES
+from conduit.agents.run_steps import _history, _recorded_error
+from conduit.vault.toolbox import HISTORY_MESSAGES
 
 
 def lambda_error(error_type, message):
@@ -40,7 +40,7 @@ def test_the_model_sees_the_task_and_the_latest_messages_never_an_orphan_tool_re
 
 def test_run_steps_load_neither_chat_nor_the_rest_resolver() -> None:
     """The run-step function never routes HTTP: importing its domain module loads no resolver and no
-    chat exchange (the tool loop's shared parts are in conduit.toolbox and conduit.tool_calls)."""
+    chat exchange (the tool loop's shared parts are in conduit.vault.toolbox and conduit.vault.tool_calls)."""
     import os
     import subprocess
     import sys
@@ -48,8 +48,8 @@ def test_run_steps_load_neither_chat_nor_the_rest_resolver() -> None:
 
     root = Path(__file__).resolve().parents[1]
     code = (
-        "import sys, conduit.run_steps;"
-        "loaded = [m for m in ('aws_lambda_powertools.event_handler', 'conduit.chat', 'conduit.api') if m in sys.modules];"
+        "import sys, conduit.agents.run_steps;"
+        "loaded = [m for m in ('aws_lambda_powertools.event_handler', 'conduit.chat.exchange', 'conduit.http.api') if m in sys.modules];"
         "assert not loaded, loaded"
     )
     env = {**os.environ, "PYTHONPATH": str(root / "layers" / "conduit")}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from conduit.settings import Settings
+from conduit.platform.settings import Settings
 
 
 def test_settings_come_from_the_environment(monkeypatch):
@@ -21,7 +21,7 @@ def test_a_bad_value_fails_loudly_naming_the_variable(monkeypatch):
 
 
 def test_a_setting_a_function_needs_fails_its_cold_start_naming_the_variable(monkeypatch):
-    from conduit.settings import RUNS_NEED, SCHEDULES_NEED
+    from conduit.platform.settings import RUNS_NEED, SCHEDULES_NEED
 
     monkeypatch.delenv("RUN_STATE_MACHINE_ARN", raising=False)
     monkeypatch.setenv("SCHEDULE_GROUP", "agents")
@@ -37,7 +37,7 @@ def test_the_functions_that_start_runs_say_what_they_need(monkeypatch):
     import runpy
     from pathlib import Path
 
-    from conduit.settings import get_settings
+    from conduit.platform.settings import get_settings
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.delenv("RUN_STATE_MACHINE_ARN", raising=False)

@@ -8,11 +8,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conduit import identity, site_oauth
-from conduit.errors import ConduitError
+from conduit.identity import login as identity
+
+from conduit.vault import site_oauth
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.sites import SitesRepository
-from conduit.tool_calls import call_tool
+from conduit.vault.tool_calls import call_tool
 
 from .helpers import assert_error, bearer, register
 from .sites import OAuthServer, TestSite, rest_manifest

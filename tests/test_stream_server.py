@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from conduit.stream_server import make_server
+from conduit.http.stream_server import make_server
 
 REQUEST_CONTEXT = {"http": {"method": "POST", "path": "/", "sourceIp": "203.0.113.9"}, "requestId": "req-1"}
 LAMBDA_CONTEXT = {"request_id": "inv-1", "deadline": 0, "env_config": {"function_name": "ChatStream", "memory": 1024}}

@@ -12,12 +12,14 @@ import boto3
 import pytest
 from moto.core.config import default_user_config
 
-from conduit import billing, credits
-from conduit import aws as aws_clients
-from conduit.errors import ConduitError
+from conduit.billing import payments as billing
+
+from conduit.billing import credits
+from conduit.platform import aws as aws_clients
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.billing import BillingRepository
-from conduit.settings import get_settings
+from conduit.platform.settings import get_settings
 
 from .helpers import open_account
 
@@ -161,7 +163,7 @@ def test_without_a_stripe_key_stripe_routes_answer_billing_unavailable(aws, fake
 def test_stripe_unreachable_is_billing_unavailable(aws, monkeypatch):
     monkeypatch.setenv("STRIPE_API_BASE", "http://127.0.0.1:9")  # discard port: nothing listens
     get_settings.cache_clear()
-    monkeypatch.setattr("conduit.stripe_api.NETWORK_RETRIES", 0)
+    monkeypatch.setattr("conduit.billing.stripe_api.NETWORK_RETRIES", 0)
     error = code_of(billing.create_setup_intent, account(open_account()), None)
     assert (error.code, error.status) == ("BILLING_UNAVAILABLE", 503)
 
@@ -292,7 +294,7 @@ def test_plan_changes_check_the_tier_past_due_and_card_first(aws, fake_stripe, m
 def test_the_tiers_file_refuses_two_packs_of_the_same_credits(tmp_path):
     import json
 
-    from conduit.tiers import DEFAULT_TIERS_FILE, TiersFileError, load_tiers
+    from conduit.platform.tiers import DEFAULT_TIERS_FILE, TiersFileError, load_tiers
 
     tiers = json.loads(DEFAULT_TIERS_FILE.read_text())
     tiers["creditPacks"].append({"credits": 250, "priceUsd": 4})
@@ -312,7 +314,7 @@ def test_functions_that_only_spend_never_import_stripe():
     import subprocess
     import sys
 
-    code = "import sys; import conduit.chat, conduit.credits, conduit.auto_top_up; print('stripe' in sys.modules)"
+    code = "import sys; import conduit.chat.exchange, conduit.billing.credits, conduit.billing.auto_top_up; print('stripe' in sys.modules)"
     from .conftest import ROOT
 
     environment = {"PYTHONPATH": str(ROOT / "layers" / "conduit")}

@@ -14,8 +14,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from conduit import billing, credits, stripe_events
-from conduit.errors import ConduitError
+from conduit.billing import payments as billing
+
+from conduit.billing import credits
+
+from conduit.billing import stripe_events
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import Account, AccountsRepository
 from conduit.repositories.base import Repository
 from conduit.repositories.billing import BillingRepository

@@ -57,7 +57,7 @@ def test_the_chat_url_streams_through_the_lambda_web_adapter(template):
     assert (variables["AWS_LAMBDA_EXEC_WRAPPER"], variables["AWS_LWA_INVOKE_MODE"]) == ("/opt/bootstrap", "response_stream")
     assert any(":layer:LambdaAdapterLayerArm64:" in layer["Fn::Sub"] for layer in props["Layers"] if "Fn::Sub" in layer)
     script = ROOT / props["CodeUri"] / props["Handler"]
-    assert os.access(script, os.X_OK) and "conduit.stream_server app.lambda_handler" in script.read_text()
+    assert os.access(script, os.X_OK) and "conduit.http.stream_server app.lambda_handler" in script.read_text()
     (spec,) = [spec for spec in template.functions() if spec.logical_id == "ChatStreamFunction"]
     assert spec.handler == "app.lambda_handler" and spec.response_stream and [d.name for d in spec.layer_dirs] == ["conduit"]
 
@@ -104,8 +104,8 @@ def test_every_gateway_response_is_formatted_as_the_functions_format_their_error
     """Byte for byte what error_response writes (json.dumps), so a client sees one format."""
     import json
 
-    from conduit.api import error_response
-    from conduit.errors import ConduitError
+    from conduit.http.api import error_response
+    from conduit.platform.errors import ConduitError
 
     assert error_response(ConduitError("NOT_FOUND", "Route not found")).body == template.gateway_responses()["MISSING_AUTHENTICATION_TOKEN"].body
     for name, response in template.gateway_responses().items():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conduit.errors import ConduitError
-from conduit.settings import get_settings
-from conduit.tiers import DEFAULT_TIERS_FILE, TIER_NAMES, TiersFileError, get_tiers, load_tiers
+from conduit.platform.errors import ConduitError
+from conduit.platform.settings import get_settings
+from conduit.platform.tiers import DEFAULT_TIERS_FILE, TIER_NAMES, TiersFileError, get_tiers, load_tiers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = json.loads((ROOT / "shared" / "tiers.json").read_text())
@@ -131,7 +131,7 @@ def test_a_bad_tiers_file_override_fails_loudly(tmp_path, monkeypatch, fresh_cac
 
 
 def test_a_bad_tiers_file_fails_the_cold_start(tmp_path, monkeypatch):
-    from conduit.api import make_resolver
+    from conduit.http.api import make_resolver
 
     bad = tmp_path / "tiers.json"
     bad.write_text('{"tiers": {}}')

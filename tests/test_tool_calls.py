@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from conduit import identity, vault
-from conduit.errors import ConduitError
+from conduit.identity import login as identity
+
+from conduit.vault import sites as vault
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import AccountsRepository
 from conduit.repositories.sites import SitesRepository
-from conduit.tool_calls import call_tool
+from conduit.vault.tool_calls import call_tool
 
 from .sites import TestSite, named_manifest, rest_manifest, tool
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conduit.access import PERMISSIONS, ROLES, allows
+from conduit.identity.access import PERMISSIONS, ROLES, allows
 
 from .helpers import assert_error, bearer, register
 from .sites import TestSite, rest_manifest

@@ -8,13 +8,13 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from pydantic import Field, StrictBool, StrictInt
 
-from conduit import admin
-from conduit.admin import AdminUserView
-from conduit.api import handler_for, make_resolver
-from conduit.identity import AccountSummary
-from conduit.ids import new_id
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, answers, page_body
-from conduit.views import Page, View
+from conduit.accounts import admin
+from conduit.accounts.admin import AdminUserView
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.login import AccountSummary
+from conduit.platform.ids import new_id
+from conduit.http.routes import Cursor, CurrentCaller, Limit, StrictBody, answers, page_body
+from conduit.platform.views import Page, View
 
 app = make_resolver()
 

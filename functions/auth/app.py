@@ -9,14 +9,16 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import Field
 
-from conduit import api_keys, identity
-from conduit.access import account_for
-from conduit.api import handler_for, make_resolver
-from conduit.api_keys import ApiKeyView, NewApiKey
-from conduit.auth import public
-from conduit.identity import AccountSummary, UserView
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, answers, page_body
-from conduit.views import Page, View
+from conduit.identity import api_keys
+
+from conduit.identity import login as identity
+from conduit.identity.access import account_for
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.api_keys import ApiKeyView, NewApiKey
+from conduit.identity.gate import public
+from conduit.identity.login import AccountSummary, UserView
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, answers, page_body
+from conduit.platform.views import Page, View
 
 app = make_resolver()
 
@@ -49,12 +51,12 @@ class SignedIn(View):
     expiresIn: int = Field(description="Seconds the access token lasts (ACCESS_TOKEN_TTL_SECONDS, 900 by default)")
 
     @classmethod
-    def of(cls, session: identity.Session) -> Self:
+    def of(cls, pair: identity.TokenPair) -> Self:
         return cls(
-            user=UserView.of(session.user),
-            accessToken=session.access_token,
-            refreshToken=session.refresh_token,
-            expiresIn=session.expires_in,
+            user=UserView.of(pair.user),
+            accessToken=pair.access_token,
+            refreshToken=pair.refresh_token,
+            expiresIn=pair.expires_in,
         )
 
 
@@ -108,7 +110,7 @@ def refresh(request: RefreshRequest) -> SignedIn:
     "/auth/logout", tags=["Auth"], summary="Revoke this login's tokens", **answers(status=204, description="Signed out")
 )
 def logout(caller: CurrentCaller):
-    identity.logout(caller.user_id, caller.session_id)
+    identity.logout(caller.user_id, caller.login_id)
     return Response(status_code=204)
 
 

@@ -1,7 +1,7 @@
 """/billing: overview, ledger, card setup, credit purchases, auto top-up and plan changes (API.md §5).
 
-The one API function that talks to Stripe (conduit.billing). The same function runs auto
-top-ups: conduit.auto_top_up invokes it asynchronously with a top-up event, which never
+The one API function that talks to Stripe (conduit.billing.payments). The same function runs auto
+top-ups: conduit.billing.auto_top_up invokes it asynchronously with a top-up event, which never
 comes from API Gateway.
 """
 
@@ -12,13 +12,17 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Header
 from pydantic import Field, StrictBool, StrictInt
 
-from conduit import auto_top_up, billing, credits
-from conduit.access import account_for
-from conduit.api import handler_for, make_resolver
-from conduit.billing import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
-from conduit.observability import logger
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
-from conduit.views import Page, View
+from conduit.billing import auto_top_up
+
+from conduit.billing import payments as billing
+
+from conduit.billing import credits
+from conduit.identity.access import account_for
+from conduit.http.api import handler_for, make_resolver
+from conduit.billing.payments import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
+from conduit.platform.observability import logger
+from conduit.http.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.platform.views import Page, View
 
 app = make_resolver()
 

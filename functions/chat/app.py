@@ -4,7 +4,7 @@ POST /chat runs on a Function URL because an exchange may take up to
 CHAT_TIMEOUT_SECONDS (90 s) and API Gateway REST cuts integrations at 29 s.
 One module serves both: events in payload format 2.0 come from the URL. On AWS
 the URL is a function of its own (ChatStreamFunction) behind the Lambda Web
-Adapter, so its server-sent events stream (see conduit/stream_server.py).
+Adapter, so its server-sent events stream (see conduit/http/stream_server.py).
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler import Response
 from pydantic import ConfigDict, Field, Json, RootModel, StrictBool, StrictInt
 
-from conduit import chat, sessions
-from conduit.access import account_for
-from conduit.api import handler_for, make_resolver
-from conduit.auth import prefetch
-from conduit.chat import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
+from conduit.chat import exchange as chat
+
+from conduit.chat import sessions
+from conduit.identity.access import account_for
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import prefetch
+from conduit.chat.exchange import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
 from conduit.repositories.sessions import prefetch_session
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
-from conduit.sessions import SessionView, SessionWithMessages
-from conduit.streaming import EventStream
-from conduit.views import ErrorBody, Page, View, document_schema
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.chat.sessions import SessionView, SessionWithMessages
+from conduit.chat.streaming import EventStream
+from conduit.platform.views import ErrorBody, Page, View, document_schema
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)
@@ -53,7 +55,7 @@ class SessionPage(Page[SessionView]):
     pass
 
 
-# --- the server-sent events of POST /chat, for the document (conduit.chat makes their data) ----------
+# --- the server-sent events of POST /chat, for the document (conduit.chat.exchange makes their data) ----------
 
 
 def _server_sent_event(schema: dict[str, Any], model: type[View]) -> None:

@@ -1,7 +1,7 @@
 """Conduit as an MCP server (API.md §12.2), on a Lambda Function URL, with its OAuth 2.1
 authorization server on the same origin.
 
-    POST /mcp                                       JSON-RPC (conduit.mcp_server): API keys, OAuth access tokens
+    POST /mcp                                       JSON-RPC (conduit.mcp.server): API keys, OAuth access tokens
     GET|DELETE /mcp                                 405 (stateless: no stream, no session to end)
     GET /.well-known/oauth-protected-resource[/mcp] protected resource metadata (RFC 9728)
     GET /.well-known/oauth-authorization-server     authorization server metadata (RFC 8414)
@@ -23,12 +23,12 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from conduit import mcp_server
-from conduit.api import form_body, handler_for, make_resolver
-from conduit import safe_json
-from conduit.auth import mcp_credentials, public, request_origin
-from conduit.errors import ConduitError
-from conduit.settings import RUNS_NEED, get_settings
+from conduit.mcp import server as mcp_server
+from conduit.http.api import form_body, handler_for, make_resolver
+from conduit.platform import safe_json
+from conduit.identity.gate import mcp_credentials, public, request_origin
+from conduit.platform.errors import ConduitError
+from conduit.platform.settings import RUNS_NEED, get_settings
 
 mcp_app = make_resolver("function_url", needs=RUNS_NEED)
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -104,7 +104,7 @@ def protected_resource_metadata():  # noqa: ANN201 - a Response annotation break
     )
 
 
-# --- the authorization server (conduit/oauth_server.py: Authlib, imported by these routes only) ---
+# --- the authorization server (conduit/identity/oauth_server.py: Authlib, imported by these routes only) ---
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 40
@@ -118,7 +118,7 @@ PAGE_HEADERS = {
 
 
 def _server():  # noqa: ANN202 - the type lives in the lazily imported module
-    from conduit import oauth_server
+    from conduit.identity import oauth_server
 
     return oauth_server.Server(oauth_server.Endpoints(base_url()))
 
@@ -137,7 +137,7 @@ def _pairs(text: str | None) -> list[tuple[str, str]]:
 
 
 def _form_request(method: str, pairs: list[tuple[str, str]]):  # noqa: ANN202
-    from conduit import oauth_server
+    from conduit.identity import oauth_server
 
     event = mcp_app.current_event
     return oauth_server.FormRequest(method, f"{base_url()}{event.path}", pairs, dict(event.headers or {}))
@@ -161,7 +161,7 @@ def _raw_query() -> str:
 
 
 def _csrf_cookie() -> str | None:
-    from conduit.oauth_server import CSRF_COOKIE
+    from conduit.identity.oauth_server import CSRF_COOKIE
 
     for cookie in mcp_app.current_event.raw_event.get("cookies") or []:
         name, _, value = cookie.partition("=")
@@ -173,7 +173,7 @@ def _csrf_cookie() -> str | None:
 @mcp_app.get("/.well-known/oauth-authorization-server")
 @public(limit_by_ip=True)
 def authorization_server_metadata():  # noqa: ANN201 - a Response annotation breaks Powertools validation
-    from conduit import oauth_server
+    from conduit.identity import oauth_server
 
     return _json(200, oauth_server.Endpoints(base_url()).metadata(), {"Cache-Control": "max-age=300"})
 
@@ -183,7 +183,7 @@ def authorization_server_metadata():  # noqa: ANN201 - a Response annotation bre
 @public(limit_by_ip=True)
 @form_body
 def authorize():  # noqa: ANN201 - a Response annotation breaks Powertools validation
-    from conduit import oauth_server
+    from conduit.identity import oauth_server
 
     event = mcp_app.current_event
     server = _server()
@@ -228,7 +228,7 @@ def revoke():  # noqa: ANN201 - a Response annotation breaks Powertools validati
 @mcp_app.post("/oauth/register")
 @public(limit_by_ip=True)
 def register():  # noqa: ANN201 - a Response annotation breaks Powertools validation
-    from conduit import oauth_server
+    from conduit.identity import oauth_server
 
     body = mcp_app.current_event.decoded_body or ""
     if len(body) > MAX_FORM_BYTES:

@@ -11,8 +11,8 @@ from aws_lambda_powertools.event_handler.openapi import swagger_ui
 from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
 from pydantic import BaseModel
 
-from conduit.api import handler_for, make_resolver
-from conduit.auth import public
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import public
 
 app = make_resolver()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conduit import run_steps
-from conduit.observability import logger
-from conduit.settings import RUNS_NEED, get_settings
+from conduit.agents import run_steps
+from conduit.platform.observability import logger
+from conduit.platform.settings import RUNS_NEED, get_settings
 
 get_settings().require(*RUNS_NEED)  # at cold start: scheduled firings start runs
 

@@ -1,17 +1,17 @@
 """Stripe webhooks, on a Lambda Function URL of their own (API.md §5; locally POST /stripe/webhook).
 
 No bearer token: Stripe authenticates each delivery with the `Stripe-Signature` header,
-checked on the raw body (conduit.stripe_events). Answers 200 once the event is applied,
+checked on the raw body (conduit.billing.stripe_events). Answers 200 once the event is applied,
 or was already; 400 for a bad signature or body, and nothing changes.
 """
 
 from __future__ import annotations
 
-from conduit import stripe_events
-from conduit.api import handler_for, make_resolver
-from conduit.auth import public
-from conduit.routes import answers
-from conduit.stripe_events import EventReceived
+from conduit.billing import stripe_events
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import public
+from conduit.http.routes import answers
+from conduit.billing.stripe_events import EventReceived
 
 url_app = make_resolver("function_url")  # mounted at /stripe/webhook
 

@@ -7,15 +7,17 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from pydantic import Field, StringConstraints
 
-from conduit import site_oauth, vault
-from conduit.access import account_for
-from conduit.api import handler_for, make_resolver
-from conduit.auth import prefetch
+from conduit.vault import site_oauth
+
+from conduit.vault import sites as vault
+from conduit.identity.access import account_for
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import prefetch
 from conduit.repositories.sites import prefetch_site
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
-from conduit.site_oauth import OAuthStarted
-from conduit.vault import Site
-from conduit.views import Page
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.vault.site_oauth import OAuthStarted
+from conduit.vault.sites import Site
+from conduit.platform.views import Page
 
 app = make_resolver()
 Token = Field(None, min_length=1, max_length=8192)

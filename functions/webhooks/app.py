@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from conduit import webhooks
-from conduit.api import handler_for, make_resolver
-from conduit.auth import public
-from conduit.routes import answers
-from conduit.settings import RUNS_NEED
-from conduit.webhooks import WebhookRun
+from conduit.agents import webhooks
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import public
+from conduit.http.routes import answers
+from conduit.platform.settings import RUNS_NEED
+from conduit.agents.webhooks import WebhookRun
 
 url_app = make_resolver("function_url", needs=RUNS_NEED)  # mounted at /webhooks
 

@@ -7,13 +7,13 @@ from typing import Literal
 from aws_lambda_powertools.event_handler import Response
 from pydantic import Field
 
-from conduit import workspaces
-from conduit.api import handler_for, make_resolver
-from conduit.auth import prefetch
+from conduit.accounts import workspaces
+from conduit.http.api import handler_for, make_resolver
+from conduit.identity.gate import prefetch
 from conduit.repositories.workspaces import prefetch_membership
-from conduit.routes import CurrentCaller, EmailAddress, StrictBody, answers
-from conduit.views import Page
-from conduit.workspaces import MemberView, WorkspaceView
+from conduit.http.routes import CurrentCaller, EmailAddress, StrictBody, answers
+from conduit.platform.views import Page
+from conduit.accounts.workspaces import MemberView, WorkspaceView
 
 app = make_resolver()
 # Validated against the role matrix in the domain, so an unknown role and `owner` both get a clear message.

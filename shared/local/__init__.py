@@ -1,7 +1,7 @@
 """The local stack behind `make dev` (README.md, "The local stack").
 
 Its gateway builds Lambda's events with the layer's own builders
-(conduit/http_events.py, which the stream server uses on AWS), so the layer is
+(conduit/http/events.py, which the stream server uses on AWS), so the layer is
 on this process's path as it is on a function's (first, as Lambda puts /opt/python).
 """
 

@@ -3,7 +3,7 @@
 Routes, their functions and the gateway's own error responses all come from
 template.yaml. A request goes to its function (routing.py) as an API Gateway REST
 proxy event (payload 1.0) or a Function URL event (payload 2.0), with the TCP
-peer as `sourceIp` (conduit/http_events.py, the layer's builders); the result is
+peer as `sourceIp` (conduit/http/events.py, the layer's builders); the result is
 written back as the gateway would, or relayed as it comes for a streaming
 Function URL (stream_relay.py).
 
@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from conduit.http_events import function_url_event, rest_event
+from conduit.http.events import function_url_event, rest_event
 from shared.local import invoke_api
 from shared.local.routing import Router
 from shared.local.stream_relay import StreamRelay

@@ -4,7 +4,7 @@ function produces it.
 The worker running the function sends ("stream_start", {statusCode, headers}) and then each
 ("stream_chunk", bytes) as the handler writes them (shared/local/workers.py); the relay writes each
 to the client's socket at once, in chunked transfer, with the writer the stream server uses behind
-the Lambda Web Adapter on AWS (conduit/stream_server.py), and answers the worker whether the client
+the Lambda Web Adapter on AWS (conduit/http/stream_server.py), and answers the worker whether the client
 is still there.
 """
 
@@ -14,7 +14,7 @@ import socket
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from conduit.stream_server import SocketResponseStream
+from conduit.http.stream_server import SocketResponseStream
 
 
 class StreamRelay:

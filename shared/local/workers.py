@@ -54,7 +54,7 @@ class LocalLambdaContext:
     timeout_seconds: int
     aws_request_id: str
     function_version: str = "$LATEST"
-    response_stream: Any = None  # set for a streamed Function URL invocation (conduit/streaming.py)
+    response_stream: Any = None  # set for a streamed Function URL invocation (conduit/chat/streaming.py)
 
     def __post_init__(self) -> None:
         self.invoked_function_arn = (
@@ -105,7 +105,7 @@ class StreamedInvocation:
 
 
 class _PipeResponseStream:
-    """`context.response_stream` in a worker (the interface is conduit/streaming.py's)."""
+    """`context.response_stream` in a worker (the interface is conduit/chat/streaming.py's)."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from conduit.errors import ConduitError, validation_error
+from conduit.platform.errors import ConduitError, validation_error
 
 
 @dataclass(frozen=True, slots=True)

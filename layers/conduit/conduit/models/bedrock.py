@@ -3,7 +3,7 @@
 The function's role needs `bedrock:InvokeModel` (and, for streaming,
 `bedrock:InvokeModelWithResponseStream`) on the model. The system prompt is
 Converse's `system`; with `on_text` the turn uses ConverseStream. The client comes from
-conduit.aws, made on first use.
+conduit.platform.aws, made on first use.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from conduit.aws import bedrock_runtime_client
-from conduit.errors import ConduitError
+from conduit.platform.aws import bedrock_runtime_client
+from conduit.platform.errors import ConduitError
 from conduit.models import (
     Message,
     ModelTurn,

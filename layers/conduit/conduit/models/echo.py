@@ -18,8 +18,8 @@ import json
 import re
 import time
 
-from conduit import safe_json
-from conduit.errors import ConduitError
+from conduit.platform import safe_json
+from conduit.platform.errors import ConduitError
 from conduit.models import Message, ModelTurn, TextSink, ToolCall, ToolSpec, Usage
 
 MAX_TOKENS = 4096  # the most a turn is held for (credits.py); echo's answers stay far below it

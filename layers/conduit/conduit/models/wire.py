@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from conduit import safe_json
-from conduit.errors import ConduitError
+from conduit.platform import safe_json
+from conduit.platform.errors import ConduitError
 from conduit.models import model_error
-from conduit.outbound import GuardedClient, OutboundError, OutboundStream
-from conduit.settings import get_settings
+from conduit.net.outbound import GuardedClient, OutboundError, OutboundStream
+from conduit.platform.settings import get_settings
 
 # Long answers with many tool calls stay well under this; anything larger is not a chat turn.
 MAX_RESPONSE_BYTES = 8 * 1_048_576

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from conduit.errors import ConduitError, validation_error
-from conduit.ids import iso, new_id, parse_iso
+from conduit.platform.errors import ConduitError, validation_error
+from conduit.platform.ids import iso, new_id, parse_iso
 from conduit.repositories.base import Repository, from_item, to_item, update_request
-from conduit.tiers import TIER_NAMES, get_tiers
+from conduit.platform.tiers import TIER_NAMES, get_tiers
 
 AccountKind = Literal["personal", "workspace"]
 SubscriptionStatus = Literal["none", "active", "past_due", "canceled"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item, write_transaction
 
@@ -21,7 +21,7 @@ def agent_key(agent_id: str) -> dict[str, str]:
 
 
 def prefetch_agent(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
-    """The `/agents/{agentId}…` routes' agent, read by the gate (conduit.auth.prefetch)."""
+    """The `/agents/{agentId}…` routes' agent, read by the gate (conduit.identity.gate.prefetch)."""
     key = agent_key(path_parameters["agentId"])
     return [(key["PK"], key["SK"])]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.base import ConditionsFailed, Page, Repository, to_item
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from conduit import safe_json
-from conduit.aws import dynamodb_client
-from conduit.errors import validation_error
-from conduit.settings import get_settings
+from conduit.platform import safe_json
+from conduit.platform.aws import dynamodb_client
+from conduit.platform.errors import validation_error
+from conduit.platform.settings import get_settings
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -30,7 +30,7 @@ _deserializer = TypeDeserializer()
 KEY_ATTRIBUTES = ("PK", "SK", "GSI1PK", "GSI1SK")
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
-# Items the gate read for this request's route in its one BatchGetItem (conduit.auth.prefetch), absent
+# Items the gate read for this request's route in its one BatchGetItem (conduit.identity.gate.prefetch), absent
 # ones as None: `Repository.get` answers each from here once instead of a GetItem of its own (issue 22).
 # A ContextVar, so threads serving requests in one process never see each other's.
 _PREFETCHED: ContextVar[dict[tuple[str, str], dict[str, Any] | None]] = ContextVar("prefetched")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed, to_item, update_request, write_transaction
-from conduit.settings import get_settings
+from conduit.platform.settings import get_settings
 
 # Counter name → the code for "over the limit" (API.md §4); others → FEATURE_LIMIT_REACHED.
 LIMIT_CODES = {

@@ -1,7 +1,7 @@
 """The credit ledger's items (TABLE.md, partition `ACCOUNT#<accountId>`): the balances on the
 account item, `LEDGER#…` entries, `IDEMPOTENCY#<key>` markers and `HOLD#<key>` holds.
 
-conduit.credits decides what a change is (the rules: monthly credits first, holds covered,
+conduit.billing.credits decides what a change is (the rules: monthly credits first, holds covered,
 compare-and-set rounds); this module knows only where those items live and how they are read and
 written: one consistent read of the balances with a key's marker and hold, and the transaction
 items a change is made of.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item, write_transaction
 
 MESSAGE_PREFIX = "MSG#"
@@ -20,7 +20,7 @@ def session_pk(token: str) -> str:
 
 
 def prefetch_session(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
-    """The `/sessions/{sessionToken}` routes' session, read by the gate (conduit.auth.prefetch)."""
+    """The `/sessions/{sessionToken}` routes' session, read by the gate (conduit.identity.gate.prefetch)."""
     return [(session_pk(path_parameters["sessionToken"]), "SESSION")]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.accounts import account_pk
 from conduit.repositories.base import ConditionsFailed, Page, Repository, from_item, to_item
@@ -18,7 +18,7 @@ SITE_PREFIX = "SITE#"
 
 
 def prefetch_site(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
-    """The `/vault/sites/{siteId}` routes' site of the caller's own account, read by the gate (conduit.auth.prefetch)."""
+    """The `/vault/sites/{siteId}` routes' site of the caller's own account, read by the gate (conduit.identity.gate.prefetch)."""
     return [(account_pk(account_id), f"{SITE_PREFIX}{path_parameters['siteId']}")]
 
 

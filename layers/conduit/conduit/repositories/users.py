@@ -1,12 +1,12 @@
 """Users, email claims, login sessions and refresh tokens (TABLE.md rows: user, email claim,
-login session, refresh token)."""
+login, refresh token)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.base import (
     ConditionsFailed,
     Page,
@@ -47,13 +47,13 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginSession:
+class Login:
     id: str
     token_version: int
     revoked: bool
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> LoginSession:
+    def from_item(cls, item: dict[str, Any]) -> Login:
         return cls(id=item["sid"], token_version=int(item["tokenVersion"]), revoked=bool(item.get("revoked", False)))
 
 
@@ -65,8 +65,8 @@ def _user_key(user_id: str) -> dict[str, Any]:
     return to_item(_plain_user_key(user_id))
 
 
-def _login_key(user_id: str, session_id: str) -> dict[str, Any]:
-    return to_item({"PK": f"USER#{user_id}", "SK": f"LOGIN#{session_id}"})
+def _login_key(user_id: str, login_id: str) -> dict[str, Any]:
+    return to_item({"PK": f"USER#{user_id}", "SK": f"LOGIN#{login_id}"})
 
 
 def _refresh_key(digest: str) -> dict[str, Any]:
@@ -108,18 +108,18 @@ class UsersRepository(Repository):
         return self.get_user(claim["userId"]) if claim else None
 
     def load_request_state(
-        self, user_id: str, session_id: str, account_id: str, extra: tuple[tuple[str, str], ...] = ()
-    ) -> tuple[User | None, LoginSession | None, dict[str, Any] | None]:
-        """User, login session and account in one consistent BatchGetItem: the per-request auth read.
-        `extra` keys (the route's own reads, conduit.auth.prefetch) ride along: see `set_prefetched`."""
-        own = [("USER#" + user_id, "PROFILE"), ("USER#" + user_id, f"LOGIN#{session_id}"), (f"ACCOUNT#{account_id}", "ACCOUNT")]
+        self, user_id: str, login_id: str, account_id: str, extra: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[User | None, Login | None, dict[str, Any] | None]:
+        """User, login and account in one consistent BatchGetItem: the per-request auth read.
+        `extra` keys (the route's own reads, conduit.identity.gate.prefetch) ride along: see `set_prefetched`."""
+        own = [("USER#" + user_id, "PROFILE"), ("USER#" + user_id, f"LOGIN#{login_id}"), (f"ACCOUNT#{account_id}", "ACCOUNT")]
         found = self._batch_get(own + [key for key in extra if key not in own])
         set_prefetched({key: found.get(key) for key in extra})
         user = found.get((f"USER#{user_id}", "PROFILE"))
-        session = found.get((f"USER#{user_id}", f"LOGIN#{session_id}"))
+        login = found.get((f"USER#{user_id}", f"LOGIN#{login_id}"))
         return (
             User.from_item(user) if user else None,
-            LoginSession.from_item(session) if session else None,
+            Login.from_item(login) if login else None,
             found.get((f"ACCOUNT#{account_id}", "ACCOUNT")),
         )
 
@@ -171,12 +171,12 @@ class UsersRepository(Repository):
 
     # --- login sessions and refresh tokens ------------------------------------------
     def start_login(
-        self, user: User, session_id: str, refresh_digest: str, created_at: str, expires_epoch: int
+        self, user: User, login_id: str, refresh_digest: str, created_at: str, expires_epoch: int
     ) -> None:
-        session = {
+        login = {
             "PK": f"USER#{user.id}",
-            "SK": f"LOGIN#{session_id}",
-            "sid": session_id,
+            "SK": f"LOGIN#{login_id}",
+            "sid": login_id,
             "tokenVersion": user.token_version,
             "revoked": False,
             "createdAt": created_at,
@@ -185,18 +185,18 @@ class UsersRepository(Repository):
         write_transaction(
             self.client,
             [
-                {"Put": {"TableName": self.table_name, "Item": to_item(session)}},
-                {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user.id, session_id, refresh_digest, expires_epoch)}},
+                {"Put": {"TableName": self.table_name, "Item": to_item(login)}},
+                {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user.id, login_id, refresh_digest, expires_epoch)}},
             ],
         )
 
-    def _refresh_item(self, user_id: str, session_id: str, digest: str, expires_epoch: int) -> dict[str, Any]:
+    def _refresh_item(self, user_id: str, login_id: str, digest: str, expires_epoch: int) -> dict[str, Any]:
         return to_item(
             {
                 "PK": f"REFRESH#{digest}",
                 "SK": "REFRESH",
                 "userId": user_id,
-                "sid": session_id,
+                "sid": login_id,
                 "spent": False,
                 "expiresAt": expires_epoch,
             }
@@ -206,7 +206,7 @@ class UsersRepository(Repository):
         return self.get(f"REFRESH#{digest}", "REFRESH")
 
     def rotate_refresh(
-        self, user_id: str, session_id: str, old_digest: str, new_digest: str, expires_epoch: int
+        self, user_id: str, login_id: str, old_digest: str, new_digest: str, expires_epoch: int
     ) -> bool:
         """Spend the old refresh token and store the new one, atomically. False: the old one was already spent."""
         try:
@@ -222,25 +222,25 @@ class UsersRepository(Repository):
                             "ExpressionAttributeValues": {":true": {"BOOL": True}, ":false": {"BOOL": False}},
                         }
                     },
-                    {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user_id, session_id, new_digest, expires_epoch)}},
+                    {"Put": {"TableName": self.table_name, "Item": self._refresh_item(user_id, login_id, new_digest, expires_epoch)}},
                 ],
             )
         except ConditionsFailed:  # only the old token's `spent = false` can fail
             return False
         return True
 
-    def revoke_login(self, user_id: str, session_id: str) -> None:
+    def revoke_login(self, user_id: str, login_id: str) -> None:
         self.client.update_item(
             TableName=self.table_name,
-            Key=_login_key(user_id, session_id),
+            Key=_login_key(user_id, login_id),
             UpdateExpression="SET revoked = :true",
             ConditionExpression="attribute_exists(PK)",
             ExpressionAttributeValues={":true": {"BOOL": True}},
         )
 
-    def get_login(self, user_id: str, session_id: str) -> LoginSession | None:
-        item = self.get(f"USER#{user_id}", f"LOGIN#{session_id}")
-        return LoginSession.from_item(item) if item else None
+    def get_login(self, user_id: str, login_id: str) -> Login | None:
+        item = self.get(f"USER#{user_id}", f"LOGIN#{login_id}")
+        return Login.from_item(item) if item else None
 
     # --- changes to the user ------------------------------------------------------
     def replace_password_hash(self, user_id: str, old: str, new: str) -> bool:

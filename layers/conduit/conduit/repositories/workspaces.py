@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from conduit.errors import ConduitError
+from conduit.platform.errors import ConduitError
 from conduit.repositories.counters import create_counted, delete_counted
 from conduit.repositories.accounts import Account, account_pk
 from conduit.repositories.base import ConditionsFailed, Repository, from_item, to_item
@@ -24,7 +24,7 @@ def membership_keys(workspace_id: str, user_id: str) -> list[tuple[str, str]]:
 
 def prefetch_membership(path_parameters: dict[str, str], account_id: str) -> list[tuple[str, str]]:
     """The `/workspaces/{workspaceId}…` routes' workspace and the caller's membership, read by the
-    gate (conduit.auth.prefetch); `account_id` is the caller's own, whose id is the user's."""
+    gate (conduit.identity.gate.prefetch); `account_id` is the caller's own, whose id is the user's."""
     return membership_keys(path_parameters["workspaceId"], account_id)
 
 

@@ -1,0 +1,106 @@
+"""What response bodies look like: the base of every response model, and the shapes several share.
+
+A domain module builds a body from its stored item with its model (`AgentView.of(item)`), and the
+route's return annotation names the model: Powertools documents it in the OpenAPI document and
+checks each answer against it (a body that does not match is a 500 INTERNAL_ERROR, logged;
+conduit.http.api). Bodies keep their long-standing shape:
+
+- `Omitted` fields are left out of the body when None (a webhook agent's `webhook`, a message's
+  `toolCalls`, …): the key is absent, never null, and the document says so (not required, not
+  nullable);
+- every other field is always there, null where its type allows;
+- unknown keys are refused when a body is checked (`extra="forbid"`): the model says everything
+  a client can get. The document does not forbid additional properties, so clients stay free to
+  accept fields added later.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+
+class _Omitted:
+    """Annotation marker: `field: Annotated[X | None, Omitted] = None` is left out when None."""
+
+    def __repr__(self) -> str:
+        return "Omitted"
+
+
+Omitted = _Omitted()
+
+
+def document_schema(schema: dict[str, Any], model: type[View]) -> None:
+    """The model's JSON schema as the OpenAPI document shows it."""
+    schema.pop("additionalProperties", None)
+    properties = schema.get("properties", {})
+    for name in model.omitted_fields:
+        prop = properties.get(name)
+        if prop is None:
+            continue
+        prop.pop("default", None)  # absent, not null
+        variants = [variant for variant in prop.pop("anyOf", []) if variant != {"type": "null"}]
+        if len(variants) == 1:
+            prop.update(variants[0])
+        elif variants:
+            prop["anyOf"] = variants
+
+
+class View(BaseModel):
+    """A response body (or a part of one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=document_schema)
+    omitted_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.omitted_fields = frozenset(name for name, field in cls.model_fields.items() if Omitted in field.metadata)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_omitted(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 - it would be the schema
+        data = handler(self)
+        for name in self.omitted_fields:
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
+
+    def body(self) -> dict[str, Any]:
+        """The body as plain JSON values."""
+        return self.model_dump(mode="json")
+
+
+Item = TypeVar("Item")
+
+
+class Page(View, Generic[Item]):
+    """A page of a list (API.md §1): `class AgentPage(Page[AgentView])`."""
+
+    items: list[Item]
+    nextCursor: str | None = Field(description="Pass it as `cursor` for the next page; null on the last page")
+
+
+class TokenUsage(View):
+    """Tokens the model turns used (API.md §14)."""
+
+    inputTokens: int
+    outputTokens: int
+
+
+class ErrorDetail(View):
+    field: str = Field(
+        description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`"
+    )
+    message: str
+
+
+class ErrorBody(View):
+    """Every error has this body (API.md §1)."""
+
+    error: str = Field(description="Human-readable description")
+    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/platform/errors.py)")
+    statusCode: int = Field(description="Equal to the HTTP status")
+    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
+        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
+    )
