@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 from typing import Any
 
 import httpx
@@ -79,17 +80,8 @@ class _Provider:
 @contextmanager
 def _provider_environment(provider: _Provider) -> Iterator[None]:
     """The stack's functions read the endpoint and key from the environment they start with."""
-    values = {"OPENAI_BASE_URL": f"{provider.url}/v1", "OPENAI_API_KEY": "bench-key"}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with mock.patch.dict(os.environ, {"OPENAI_BASE_URL": f"{provider.url}/v1", "OPENAI_API_KEY": "bench-key"}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _one_exchange(api: httpx.Client, provider: _Provider, headers: dict[str, str], token: str) -> float:

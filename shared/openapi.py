@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,19 +70,12 @@ def _settings_the_functions_need() -> Iterator[None]:
     from conduit.platform.settings import SCHEDULES_NEED, Settings, get_settings
 
     names = [str(Settings.model_fields[field].validation_alias) for field in SCHEDULES_NEED]
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: value or "unset-while-documenting" for name, value in saved.items()})
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with mock.patch.dict(os.environ, {name: os.environ.get(name) or "unset-while-documenting" for name in names}):
         get_settings.cache_clear()
-
+        try:
+            yield
+        finally:
+            get_settings.cache_clear()
 
 # Swagger UI (/docs) shows tags in the order of the document's `tags`: a newcomer starts with Auth.
 TAG_ORDER = {
