@@ -185,8 +185,8 @@ def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
 
 
 def _error_body_schemas() -> dict[str, Any]:
-    """conduit.views.ErrorBody and what it refers to, as components."""
-    from conduit.views import ErrorBody
+    """conduit.routes.ErrorBody and what it refers to, as components."""
+    from conduit.routes import ErrorBody
 
     schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     return {**schema.pop("$defs", {}), "ErrorBody": schema}

@@ -13,8 +13,8 @@ from conduit.admin import AdminUserView
 from conduit.api import handler_for, make_resolver
 from conduit.identity import AccountSummary
 from conduit.ids import new_id
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, answers, page_body
-from conduit.views import Page, View
+from conduit.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, answers, page_body
+from conduit.views import View
 
 app = make_resolver()
 

@@ -13,9 +13,8 @@ from conduit.agents import AgentView, Trigger, WebhookSecret
 from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.repositories.agents import prefetch_agent
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
 from conduit.runs import RunView
-from conduit.views import Page
 
 app = make_resolver()
 

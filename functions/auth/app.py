@@ -15,8 +15,8 @@ from conduit.api import handler_for, make_resolver
 from conduit.api_keys import ApiKeyView, NewApiKey
 from conduit.auth import public
 from conduit.identity import AccountSummary, UserView
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, answers, page_body
-from conduit.views import Page, View
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, Page, StrictBody, answers, page_body
+from conduit.views import View
 
 app = make_resolver()
 

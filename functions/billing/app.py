@@ -17,8 +17,8 @@ from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.billing import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
 from conduit.observability import logger
-from conduit.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
-from conduit.views import Page, View
+from conduit.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
+from conduit.views import View
 
 app = make_resolver()
 

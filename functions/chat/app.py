@@ -20,10 +20,21 @@ from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.chat import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
 from conduit.repositories.sessions import prefetch_session
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.routes import (
+    ACCOUNT_ACCESS,
+    Cursor,
+    CurrentCaller,
+    ErrorBody,
+    Limit,
+    Page,
+    StrictBody,
+    WorkspaceId,
+    answers,
+    page_body,
+)
 from conduit.sessions import SessionView, SessionWithMessages
 from conduit.streaming import EventStream
-from conduit.views import ErrorBody, Page, View, document_schema
+from conduit.views import View, document_schema
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)

@@ -12,10 +12,9 @@ from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.repositories.sites import prefetch_site
-from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
 from conduit.site_oauth import OAuthStarted
 from conduit.vault import Site
-from conduit.views import Page
 
 app = make_resolver()
 Token = Field(None, min_length=1, max_length=8192)

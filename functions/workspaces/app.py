@@ -11,8 +11,7 @@ from conduit import workspaces
 from conduit.api import handler_for, make_resolver
 from conduit.auth import prefetch
 from conduit.repositories.workspaces import prefetch_membership
-from conduit.routes import CurrentCaller, EmailAddress, StrictBody, answers
-from conduit.views import Page
+from conduit.routes import CurrentCaller, EmailAddress, Page, StrictBody, answers
 from conduit.workspaces import MemberView, WorkspaceView
 
 app = make_resolver()
