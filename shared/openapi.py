@@ -208,8 +208,8 @@ def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
 
 
 def _error_body_schemas() -> dict[str, Any]:
-    """conduit.platform.views.ErrorBody and what it refers to, as components."""
-    from conduit.platform.views import ErrorBody
+    """conduit.http.routes.ErrorBody and what it refers to, as components."""
+    from conduit.http.routes import ErrorBody
 
     schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     return {**schema.pop("$defs", {}), "ErrorBody": schema}

@@ -13,8 +13,8 @@ from conduit.accounts.admin import AdminUserView
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.login import AccountSummary
 from conduit.platform.ids import new_id
-from conduit.http.routes import Cursor, CurrentCaller, Limit, StrictBody, answers, page_body
-from conduit.platform.views import Page, View
+from conduit.http.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, answers, page_body
+from conduit.platform.views import View
 
 app = make_resolver()
 

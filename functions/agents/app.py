@@ -8,17 +8,15 @@ from aws_lambda_powertools.event_handler import Response
 from pydantic import Field, StrictBool, StrictInt
 
 from conduit.agents import definitions as agents
-
 from conduit.agents import runs
 from conduit.identity.access import account_for
 from conduit.agents.definitions import AgentView, Trigger, WebhookSecret
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.gate import prefetch
 from conduit.repositories.agents import prefetch_agent
-from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
 from conduit.agents.runs import RunView
 from conduit.platform.settings import SCHEDULES_NEED
-from conduit.platform.views import Page
 
 app = make_resolver(needs=SCHEDULES_NEED)
 

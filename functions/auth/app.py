@@ -10,15 +10,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import Field
 
 from conduit.identity import api_keys
-
 from conduit.identity import login as identity
 from conduit.identity.access import account_for
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.api_keys import ApiKeyView, NewApiKey
 from conduit.identity.gate import public
 from conduit.identity.login import AccountSummary, UserView
-from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, StrictBody, answers, page_body
-from conduit.platform.views import Page, View
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, EmailAddress, Limit, Page, StrictBody, answers, page_body
+from conduit.platform.views import View
 
 app = make_resolver()
 

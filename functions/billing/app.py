@@ -13,16 +13,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Header
 from pydantic import Field, StrictBool, StrictInt
 
 from conduit.billing import auto_top_up
-
 from conduit.billing import payments as billing
-
 from conduit.billing import credits
 from conduit.identity.access import account_for
 from conduit.http.api import handler_for, make_resolver
 from conduit.billing.payments import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
 from conduit.platform.observability import logger
-from conduit.http.routes import Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
-from conduit.platform.views import Page, View
+from conduit.http.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
+from conduit.platform.views import View
 
 app = make_resolver()
 

@@ -15,17 +15,27 @@ from aws_lambda_powertools.event_handler import Response
 from pydantic import ConfigDict, Field, Json, RootModel, StrictBool, StrictInt
 
 from conduit.chat import exchange as chat
-
 from conduit.chat import sessions
 from conduit.identity.access import account_for
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.gate import prefetch
 from conduit.chat.exchange import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
 from conduit.repositories.sessions import prefetch_session
-from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.http.routes import (
+    ACCOUNT_ACCESS,
+    Cursor,
+    CurrentCaller,
+    ErrorBody,
+    Limit,
+    Page,
+    StrictBody,
+    WorkspaceId,
+    answers,
+    page_body,
+)
 from conduit.chat.sessions import SessionView, SessionWithMessages
 from conduit.chat.streaming import EventStream
-from conduit.platform.views import ErrorBody, Page, View, document_schema
+from conduit.platform.views import View, document_schema
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)

@@ -14,10 +14,9 @@ from conduit.identity.access import account_for
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.gate import prefetch
 from conduit.repositories.sites import prefetch_site
-from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, StrictBody, WorkspaceId, answers, page_body
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
 from conduit.vault.site_oauth import OAuthStarted
 from conduit.vault.sites import Site
-from conduit.platform.views import Page
 
 app = make_resolver()
 Token = Field(None, min_length=1, max_length=8192)

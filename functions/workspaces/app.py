@@ -11,8 +11,7 @@ from conduit.accounts import workspaces
 from conduit.http.api import handler_for, make_resolver
 from conduit.identity.gate import prefetch
 from conduit.repositories.workspaces import prefetch_membership
-from conduit.http.routes import CurrentCaller, EmailAddress, StrictBody, answers
-from conduit.platform.views import Page
+from conduit.http.routes import CurrentCaller, EmailAddress, Page, StrictBody, answers
 from conduit.accounts.workspaces import MemberView, WorkspaceView
 
 app = make_resolver()

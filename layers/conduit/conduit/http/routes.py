@@ -5,15 +5,16 @@ documents (`answers`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from conduit.identity.gate import Caller, current_caller
 from conduit.platform.errors import CATALOGUE
-from conduit.repositories.base import Page
+from conduit.repositories.base import Page as StoredPage
+from conduit.platform.views import Omitted, View
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 # Requests act on the caller's own account unless they name a workspace (API.md §4).
@@ -42,15 +43,43 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def page_body(page: Page) -> dict[str, Any]:
+Item = TypeVar("Item")
+
+
+class Page(View, Generic[Item]):
+    """A page of a list (API.md §1): `class AgentPage(Page[AgentView])`."""
+
+    items: list[Item]
+    nextCursor: str | None = Field(description="Pass it as `cursor` for the next page; null on the last page")
+
+
+def page_body(page: StoredPage) -> dict[str, Any]:
     return {"items": page.items, "nextCursor": page.next_cursor}
 
 
 # --- what a route answers, for the OpenAPI document -------------------------------------------
 
+
+class ErrorDetail(View):
+    field: str = Field(description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`")
+    message: str
+
+
+class ErrorBody(View):
+    """Every error has this body (API.md §1). conduit.platform.errors.ConduitError.body() makes it; this model is
+    its description in the document (shared/openapi.py, and the chat stream's error event)."""
+
+    error: str = Field(description="Human-readable description")
+    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/platform/errors.py)")
+    statusCode: int = Field(description="Equal to the HTTP status")
+    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
+        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
+    )
+
+
 # A catalogue code, or (code, what it means on this route) when the catalogue's message says too little.
 ErrorCode = str | tuple[str, str]
-ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}  # conduit.platform.views.ErrorBody, added by shared/openapi.py
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}  # added to the document by shared/openapi.py
 # What conduit.identity.access.account_for answers: a workspace the caller is not a member of (or an API key
 # made for another account), a role that does not allow the action.
 ACCOUNT_ACCESS: tuple[ErrorCode, ...] = (

@@ -1,4 +1,5 @@
-"""What response bodies look like: the base of every response model, and the shapes several share.
+"""What response bodies look like: the base of every response model (the page and the error body, which
+only route handlers need, are in conduit.http.routes).
 
 A domain module builds a body from its stored item with its model (`AgentView.of(item)`), and the
 route's return annotation names the model: Powertools documents it in the OpenAPI document and
@@ -16,9 +17,9 @@ conduit.http.api). Bodies keep their long-standing shape:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class _Omitted:
@@ -50,7 +51,9 @@ def document_schema(schema: dict[str, Any], model: type[View]) -> None:
 class View(BaseModel):
     """A response body (or a part of one)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=document_schema)
+    # defer_build: a model's validator and serializer are built when first used, so a function pays only
+    # for the answers it gives (the run steps function imports runs and chat, and answers no request).
+    model_config = ConfigDict(extra="forbid", json_schema_extra=document_schema, defer_build=True)
     omitted_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -71,36 +74,8 @@ class View(BaseModel):
         return self.model_dump(mode="json")
 
 
-Item = TypeVar("Item")
-
-
-class Page(View, Generic[Item]):
-    """A page of a list (API.md §1): `class AgentPage(Page[AgentView])`."""
-
-    items: list[Item]
-    nextCursor: str | None = Field(description="Pass it as `cursor` for the next page; null on the last page")
-
-
 class TokenUsage(View):
     """Tokens the model turns used (API.md §14)."""
 
     inputTokens: int
     outputTokens: int
-
-
-class ErrorDetail(View):
-    field: str = Field(
-        description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`"
-    )
-    message: str
-
-
-class ErrorBody(View):
-    """Every error has this body (API.md §1)."""
-
-    error: str = Field(description="Human-readable description")
-    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/platform/errors.py)")
-    statusCode: int = Field(description="Equal to the HTTP status")
-    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
-        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
-    )
