@@ -16,9 +16,9 @@ from conduit import auto_top_up, billing, credits
 from conduit.access import account_for
 from conduit.api import handler_for, make_resolver
 from conduit.billing import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
+from conduit.credits import LedgerEntry
 from conduit.observability import logger
 from conduit.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
-from conduit.views import View
 
 app = make_resolver()
 
@@ -48,16 +48,6 @@ class AutoTopUpSettings(StrictBody):
 class PlanChange(StrictBody):
     tier: str = Field(min_length=1, max_length=32, description="free cancels at the end of the paid period")
     workspaceId: str | None = BodyWorkspaceId
-
-
-class LedgerEntry(View):
-    """A change of the balance (credits.ledger_page builds them)."""
-
-    id: str
-    delta: int = Field(description="A priced model turn shows its actual cost, one entry per turn; a lapse is its own entry")
-    balance: int = Field(description="The balance (the sum of both) after this entry")
-    reason: str
-    createdAt: str
 
 
 class LedgerPage(Page[LedgerEntry]):
