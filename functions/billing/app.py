@@ -15,12 +15,12 @@ from pydantic import Field, StrictBool, StrictInt
 from conduit.billing import auto_top_up
 from conduit.billing import payments as billing
 from conduit.billing import credits
+from conduit.billing.credits import LedgerEntry
 from conduit.identity.access import account_for
 from conduit.http.api import handler_for, make_resolver
 from conduit.billing.payments import AutoTopUpView, BillingOverview, CardSetupStarted, PlanChanged, PurchaseResult
 from conduit.platform.observability import logger
 from conduit.http.routes import Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
-from conduit.platform.views import View
 
 app = make_resolver()
 
@@ -50,16 +50,6 @@ class AutoTopUpSettings(StrictBody):
 class PlanChange(StrictBody):
     tier: str = Field(min_length=1, max_length=32, description="free cancels at the end of the paid period")
     workspaceId: str | None = BodyWorkspaceId
-
-
-class LedgerEntry(View):
-    """A change of the balance (credits.ledger_page builds them)."""
-
-    id: str
-    delta: int = Field(description="A priced model turn shows its actual cost, one entry per turn; a lapse is its own entry")
-    balance: int = Field(description="The balance (the sum of both) after this entry")
-    reason: str
-    createdAt: str
 
 
 class LedgerPage(Page[LedgerEntry]):

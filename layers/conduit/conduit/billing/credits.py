@@ -38,7 +38,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
+
+from pydantic import Field
 
 from conduit.billing import auto_top_up
 from conduit.platform.errors import ConduitError, validation_error
@@ -51,6 +53,7 @@ from conduit.repositories.base import ConditionsFailed, Page, backoff
 from conduit.repositories.credits import CreditsRepository
 from conduit.repositories.billing import top_up_threshold
 from conduit.platform.tiers import ModelPrice, get_tiers
+from conduit.platform.views import View
 
 # Compare-and-set rounds before giving up. Each round some rival committed,
 # so this bounds waiting on a hot account rather than correctness.
@@ -121,20 +124,24 @@ def balances(account_id: str) -> dict[str, int]:
     return {"credits": seen.credits, "monthlyCredits": seen.monthly, "purchasedCredits": seen.purchased}
 
 
+class LedgerEntry(View):
+    """A change of the balance."""
+
+    id: str
+    delta: int = Field(description="A priced model turn shows its actual cost, one entry per turn; a lapse is its own entry")
+    balance: int = Field(description="The balance (the sum of both) after this entry")
+    reason: str
+    createdAt: str
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Self:
+        return cls(id=item["id"], delta=item["delta"], balance=item["balance"], reason=item["reason"], createdAt=item["createdAt"])
+
+
 def ledger_page(account_id: str, limit: int = 20, cursor: str | None = None) -> Page:
     """The ledger newest first, as GET /billing/ledger lists it."""
     page = CreditsRepository().ledger_page(account_id, limit, cursor)
-    entries = [
-        {
-            "id": item["id"],
-            "delta": int(item["delta"]),
-            "balance": int(item["balance"]),
-            "reason": item["reason"],
-            "createdAt": item["createdAt"],
-        }
-        for item in page.items
-    ]
-    return Page(items=entries, next_cursor=page.next_cursor)
+    return Page(items=[LedgerEntry.of(item).body() for item in page.items], next_cursor=page.next_cursor)
 
 
 # --- model turns: hold, settle, release -------------------------------------------
