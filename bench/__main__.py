@@ -7,7 +7,7 @@ import platform
 import warnings
 from pathlib import Path
 
-from bench import chat_overhead, cold_import, credit_holds, dynamodb_requests, first_text, goals, latency, mcp_call
+from bench import chat_overhead, cold_import, credit_holds, dynamodb_requests, first_text, goals, latency, mcp_call, emulator_table_size
 
 
 def print_table(title: str, columns: list[tuple[str, int]], rows: list[list[object]]) -> None:
@@ -82,6 +82,12 @@ def main() -> None:
         "Priced POST /chat (local:echo) from concurrent clients: one hot account vs one account each",
         [("layout", 14), ("clients", 8), ("exchanges", 10), ("ok", 6), ("exch/s", 8)],
         [[row["layout"], row["clients"], row["exchanges"], row["ok"], row["exchanges_per_second"]] for row in holds["throughput"]],
+    )
+    results["emulator_table_size"] = emulator_table_size.measure()
+    print_table(
+        "DynamoDB in the local emulator by table size: a two-item transaction, a query of one partition (median ms, in-process moto)",
+        [("request", 12), ("items in the table", 19), ("moto's own", 11), ("emulator", 9)],
+        [[row["request"], row["items"], row["moto_ms"], row["emulator_ms"]] for row in results["emulator_table_size"]],
     )
     print_goals(results, load_before)
     output = Path(__file__).parent / "results" / "latest.json"
