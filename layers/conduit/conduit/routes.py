@@ -65,9 +65,9 @@ class ErrorDetail(View):
     message: str
 
 
+# ConduitError.body() makes it; this model describes it in the document (shared/openapi.py).
 class ErrorBody(View):
-    """Every error has this body (API.md §1). conduit.errors.ConduitError.body() makes it; this model is
-    its description in the document (shared/openapi.py, and the chat stream's error event)."""
+    """Every error has this body (API.md §1)."""
 
     error: str = Field(description="Human-readable description")
     code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/errors.py)")
