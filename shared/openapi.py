@@ -13,16 +13,37 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = ROOT / "layers" / "conduit"
 DOCUMENT_PATH = ROOT / "functions" / "platform" / "openapi.json"
+if str(LAYER) not in sys.path:
+    sys.path.insert(0, str(LAYER))
+
+from pydantic import Field  # noqa: E402 - the layer is on the path now
+
+from conduit.views import Omitted, View  # noqa: E402
+
+
+# The error body (conduit.errors.ConduitError.body() makes it), for the document only: no function needs it.
+class ErrorDetail(View):
+    field: str = Field(description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`")
+    message: str
+
+
+class ErrorBody(View):
+    """Every error has this body (API.md §1)."""
+
+    error: str = Field(description="Human-readable description")
+    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/errors.py)")
+    statusCode: int = Field(description="Equal to the HTTP status")
+    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
+        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
+    )
 
 
 def generate() -> str:
-    if str(LAYER) not in sys.path:
-        sys.path.insert(0, str(LAYER))
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
     from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
@@ -157,7 +178,6 @@ def _document_stream_events(document: dict) -> None:
     server-sent events: each event an object of its name (`event`) and its `data`, JSON text whose schema is
     `contentSchema`. ChatStreamEvent is any of them. Made here: nothing needs them at run time."""
     from conduit.chat import STREAM_EVENTS
-    from conduit.routes import ErrorBody
 
     schemas = document["components"]["schemas"]
     frames = {}
@@ -253,7 +273,6 @@ def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any
     operation answers with those statuses (MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID; a wrong password, a
     spent refresh token, a webhook secret) are listed under `default`, each with its status."""
     from conduit.errors import CATALOGUE
-    from conduit.routes import ErrorBody
 
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
