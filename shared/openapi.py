@@ -16,17 +16,38 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
 from unittest import mock
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = ROOT / "layers" / "conduit"
 DOCUMENT_PATH = ROOT / "functions" / "platform" / "openapi.json"
+if str(LAYER) not in sys.path:
+    sys.path.insert(0, str(LAYER))
+
+from pydantic import Field  # noqa: E402 - the layer is on the path now
+
+from conduit.platform.views import Omitted, View  # noqa: E402
+
+
+# The error body (conduit.platform.errors.ConduitError.body() makes it), for the document only: no function needs it.
+class ErrorDetail(View):
+    field: str = Field(description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`")
+    message: str
+
+
+class ErrorBody(View):
+    """Every error has this body (API.md §1)."""
+
+    error: str = Field(description="Human-readable description")
+    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/platform/errors.py)")
+    statusCode: int = Field(description="Equal to the HTTP status")
+    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
+        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
+    )
 
 
 def generate() -> str:
-    if str(LAYER) not in sys.path:
-        sys.path.insert(0, str(LAYER))
     with _settings_the_functions_need():
         return _generate()
 
@@ -58,6 +79,7 @@ def _generate() -> str:
         merge.add_schema(schema)
     _check_component_names()
     document = json.loads(merge.get_openapi_json_schema())
+    _document_stream_events(document)
     _document_errors(document, _public_operations())
     document["tags"] = _ordered_tags(document)
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
@@ -155,6 +177,62 @@ def _check_component_names() -> None:
             seen.setdefault(name, (source, component))
 
 
+# --- server-sent events -------------------------------------------------------------------------
+
+REF = "#/components/schemas/{model}"
+EVENT_NOTES = {  # otherwise the first paragraph of the data model's docstring
+    "done": "The last event of an exchange that succeeded: the answer, as without streaming.",
+    "error": "How an exchange that failed ends: an error body, whose statusCode says what it was (sent before any "
+    "other event, its status is the response's too).",
+}
+
+
+def _add_components(schemas: dict[str, Any], model: Any) -> str:
+    """A model and what it refers to, as components; a name taken by another schema is refused."""
+    schema = model.model_json_schema(ref_template=REF)
+    for name, component in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+        if schemas.setdefault(name, component) != component:
+            raise ValueError(f"two different schemas named {name}; rename one model")
+    return REF.format(model=model.__name__)
+
+
+def _document_stream_events(document: dict) -> None:
+    """POST /chat's events (conduit.chat.exchange.STREAM_EVENTS, and `error`: an error body), as OpenAPI 3.2 describes
+    server-sent events: each event an object of its name (`event`) and its `data`, JSON text whose schema is
+    `contentSchema`. ChatStreamEvent is any of them. Made here: nothing needs them at run time."""
+    from conduit.chat.exchange import STREAM_EVENTS
+
+    schemas = document["components"]["schemas"]
+    frames = {}
+    for event, model in {**STREAM_EVENTS, "error": ErrorBody}.items():
+        name = "".join(part.title() for part in event.split("_")) + "Frame"
+        summary = EVENT_NOTES.get(event) or (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        schemas[name] = {
+            "title": name,
+            "description": f"`event: {event}`. {summary}",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"const": event, "type": "string"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": _add_components(schemas, model)},
+                },
+            },
+        }
+        frames[event] = REF.format(model=name)
+    schemas["ChatStreamEvent"] = {
+        "title": "ChatStreamEvent",
+        "description": "One server-sent event of a streamed exchange (`event: <name>`, then `data: <JSON>`), each "
+        "written as it happens: text (the model's words, piece by piece from a streaming provider), tool_use and "
+        "tool_result (each tool call), then done, or error. A failure before the first event is the only event, "
+        "with the error's status as the response's.",
+        "oneOf": [{"$ref": ref} for ref in frames.values()],
+        "discriminator": {"propertyName": "event", "mapping": frames},
+    }
+
+
 # --- errors (API.md §1): one body; each operation names the codes it answers --------------------
 
 # What the gate answers (conduit.http.api: the body's size and type, validation; conduit.identity.gate.gate:
@@ -207,14 +285,6 @@ def _add_code(answer: dict[str, Any], code: str, note: str) -> None:
         answer["description"] = "\n".join(filter(None, (answer.get("description"), error_line(code, note))))
 
 
-def _error_body_schemas() -> dict[str, Any]:
-    """conduit.http.routes.ErrorBody and what it refers to, as components."""
-    from conduit.http.routes import ErrorBody
-
-    schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {**schema.pop("$defs", {}), "ErrorBody": schema}
-
-
 def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any]]) -> None:
     """Every error has the same body (API.md §1), and each operation names the codes it can answer, grouped
     by status: its own (conduit.http.routes.answers) and its gate's. Powertools documents its own 422 and 500
@@ -230,8 +300,7 @@ def _document_errors(document: dict, public: dict[tuple[str, str], dict[str, Any
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(unused, None)
-    schemas.update(_error_body_schemas())
-    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    body = {"application/json": {"schema": {"$ref": _add_components(schemas, ErrorBody)}}}
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})

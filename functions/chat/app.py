@@ -9,33 +9,21 @@ Adapter, so its server-sent events stream (see conduit/http/stream_server.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import ConfigDict, Field, Json, RootModel, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from conduit.chat import exchange as chat
 from conduit.chat import sessions
-from conduit.identity.access import account_for
-from conduit.http.api import handler_for, make_resolver
-from conduit.identity.gate import prefetch
-from conduit.chat.exchange import ChatAnswer, TextEvent, ToolResultEvent, ToolUseEvent
-from conduit.repositories.sessions import prefetch_session
-from conduit.http.routes import (
-    ACCOUNT_ACCESS,
-    Cursor,
-    CurrentCaller,
-    ErrorBody,
-    Limit,
-    Page,
-    StrictBody,
-    WorkspaceId,
-    answers,
-    page_body,
-)
+from conduit.chat.exchange import ChatAnswer
 from conduit.chat.sessions import SessionView, SessionWithMessages
 from conduit.chat.streaming import EventStream
-from conduit.platform.views import View, document_schema
+from conduit.http.api import handler_for, make_resolver
+from conduit.http.routes import ACCOUNT_ACCESS, Cursor, CurrentCaller, Limit, Page, StrictBody, WorkspaceId, answers, page_body
+from conduit.identity.access import account_for
+from conduit.identity.gate import prefetch
+from conduit.repositories.sessions import prefetch_session
 
 app = make_resolver()  # API Gateway: /sessions
 url_app = make_resolver("function_url")  # Function URL: POST /chat (mounted at /chat)
@@ -63,66 +51,6 @@ class ChatRequest(StrictBody):
 
 class SessionPage(Page[SessionView]):
     pass
-
-
-# --- the server-sent events of POST /chat, for the document (conduit.chat.exchange makes their data) ----------
-
-
-def _server_sent_event(schema: dict[str, Any], model: type[View]) -> None:
-    """An event as OpenAPI 3.2 describes server-sent events (its `event` and `data` fields): the data is
-    JSON text, whose schema is its `contentSchema`."""
-    document_schema(schema, model)
-    data = schema["properties"]["data"]
-    if "contentSchema" not in data:
-        content = {key: value for key, value in data.items() if key != "title"}
-        schema["properties"]["data"] = {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": content,
-        }
-
-
-class Frame(View):
-    model_config = ConfigDict(json_schema_extra=_server_sent_event)
-
-
-class TextFrame(Frame):
-    event: Literal["text"]
-    data: Json[TextEvent]
-
-
-class ToolUseFrame(Frame):
-    event: Literal["tool_use"]
-    data: Json[ToolUseEvent]
-
-
-class ToolResultFrame(Frame):
-    event: Literal["tool_result"]
-    data: Json[ToolResultEvent]
-
-
-class DoneFrame(Frame):
-    """The last event of an exchange that succeeded: the answer, as without streaming."""
-
-    event: Literal["done"]
-    data: Json[ChatAnswer]
-
-
-class ErrorFrame(Frame):
-    """How an exchange that failed ends: an error body, whose statusCode says what it was. Sent before any
-    other event, the response's status is the error's too."""
-
-    event: Literal["error"]
-    data: Json[ErrorBody]
-
-
-AnyFrame = Annotated[TextFrame | ToolUseFrame | ToolResultFrame | DoneFrame | ErrorFrame, Field(discriminator="event")]
-
-
-class ChatStreamEvent(RootModel[AnyFrame]):
-    """One server-sent event of a streamed exchange (`event: <name>`, then `data: <JSON>`), each written as it
-    happens: text (the model's words, piece by piece from a streaming provider), tool_use and tool_result (each
-    tool call), then done, or error."""
 
 
 SESSION_CODES = (
@@ -215,7 +143,11 @@ def delete_session(sessionToken: str, caller: CurrentCaller, workspace_id: Works
         ("CHAT_TIMEOUT", "The exchange took longer than CHAT_TIMEOUT_SECONDS (90 s)"),
         *ACCOUNT_ACCESS,
         description="The answer, or the exchange as server-sent events",
-        content={"application/json": {"model": ChatAnswer}, "text/event-stream": {"model": ChatStreamEvent}},
+        # The events are conduit.chat.STREAM_EVENTS; shared/openapi.py describes them (not needed at run time).
+        content={
+            "application/json": {"model": ChatAnswer},
+            "text/event-stream": {"schema": {"$ref": "#/components/schemas/ChatStreamEvent"}},
+        },
     ),
 )
 def send_message(request: ChatRequest, caller: CurrentCaller):

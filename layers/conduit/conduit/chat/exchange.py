@@ -99,6 +99,15 @@ class ToolResultEvent(ChatEvent):
     result: Any = Field(description="The tool's JSON answer, or the error the model was given")
 
 
+# The server-sent events of a streamed exchange by name, and their data; a failure ends it with `error`,
+# an error body. The OpenAPI document describes each (shared/openapi.py).
+STREAM_EVENTS: dict[str, type[View]] = {
+    TextEvent.event: TextEvent,
+    ToolUseEvent.event: ToolUseEvent,
+    ToolResultEvent.event: ToolResultEvent,
+    "done": ChatAnswer,
+}
+
 
 @dataclass
 class Exchange:

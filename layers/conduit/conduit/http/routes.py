@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from conduit.identity.gate import Caller, current_caller
 from conduit.platform.errors import CATALOGUE
 from conduit.repositories.base import Page as StoredPage
-from conduit.platform.views import Omitted, View
+from conduit.platform.views import View
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 # Requests act on the caller's own account unless they name a workspace (API.md §4).
@@ -60,26 +60,9 @@ def page_body(page: StoredPage) -> dict[str, Any]:
 # --- what a route answers, for the OpenAPI document -------------------------------------------
 
 
-class ErrorDetail(View):
-    field: str = Field(description="A body field by its dotted path (`tools.1.name`), `query.<name>`, a header, or `body`")
-    message: str
-
-
-class ErrorBody(View):
-    """Every error has this body (API.md §1). conduit.platform.errors.ConduitError.body() makes it; this model is
-    its description in the document (shared/openapi.py, and the chat stream's error event)."""
-
-    error: str = Field(description="Human-readable description")
-    code: str = Field(description="Catalogue code, e.g. VALIDATION_ERROR (layers/conduit/conduit/platform/errors.py)")
-    statusCode: int = Field(description="Equal to the HTTP status")
-    details: Annotated[list[ErrorDetail] | None, Omitted] = Field(
-        None, description="VALIDATION_ERROR (and MANIFEST_INVALID, WEBHOOK_PAYLOAD_INVALID): what failed and why"
-    )
-
-
 # A catalogue code, or (code, what it means on this route) when the catalogue's message says too little.
 ErrorCode = str | tuple[str, str]
-ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}  # added to the document by shared/openapi.py
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}  # the error body's model is in shared/openapi.py
 # What conduit.identity.access.account_for answers: a workspace the caller is not a member of (or an API key
 # made for another account), a role that does not allow the action.
 ACCOUNT_ACCESS: tuple[ErrorCode, ...] = (

@@ -32,7 +32,7 @@ class _Omitted:
 Omitted = _Omitted()
 
 
-def document_schema(schema: dict[str, Any], model: type[View]) -> None:
+def _document_schema(schema: dict[str, Any], model: type[View]) -> None:
     """The model's JSON schema as the OpenAPI document shows it."""
     schema.pop("additionalProperties", None)
     properties = schema.get("properties", {})
@@ -53,7 +53,7 @@ class View(BaseModel):
 
     # defer_build: a model's validator and serializer are built when first used, so a function pays only
     # for the answers it gives (the run steps function imports runs and chat, and answers no request).
-    model_config = ConfigDict(extra="forbid", json_schema_extra=document_schema, defer_build=True)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_schema, defer_build=True)
     omitted_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
