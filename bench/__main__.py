@@ -45,6 +45,12 @@ def main() -> None:
         [("function", 34), ("median ms", 10), ("min ms", 8), ("x baseline (min)", 17)],
         [[row["function"], row["median_ms"], row["min_ms"], row["ratio_to_baseline"]] for row in results["cold_import"]],
     )
+    results["bytecode"] = cold_import.bytecode_effect()
+    print_table(
+        "Cold import with the modules' bytecode and compiled from source (min ms; layers/conduit/Makefile ships bytecode)",
+        [("target", 34), ("with bytecode", 14), ("from source", 12)],
+        [[row["target"], row["with_bytecode_ms"], row["from_source_ms"]] for row in results["bytecode"]],
+    )
     results["dynamodb_requests"] = dynamodb_requests.measure()
     print_table(
         "DynamoDB requests per API call (authenticated unless login/refresh)",

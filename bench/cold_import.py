@@ -110,15 +110,16 @@ def _import_seconds(paths: list[str], module: str, environment: dict[str, str], 
     return float(output.strip().splitlines()[-1])
 
 
+def _environment() -> dict[str, str]:
+    """The probes' environment. Bytecode is written and read, as the layer ships it: PYTHONDONTWRITEBYTECODE
+    set to anything (even "0") would compile every module from source in every process."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    return environment | {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 def measure(runs: int = 7, root: Path = ROOT) -> list[dict[str, object]]:
     """`root`: the checkout whose functions are measured (another one to compare a change)."""
-    environment = {
-        **os.environ,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONDONTWRITEBYTECODE": "0",
-    }
+    environment = _environment()
     rows = []
     hidden = hidden_packages(root / "layers" / "conduit" / "requirements.txt")
     with tempfile.TemporaryDirectory() as scratch:
@@ -145,3 +146,36 @@ def measure(runs: int = 7, root: Path = ROOT) -> list[dict[str, object]]:
     for row in rows:
         row["ratio_to_baseline"] = round(row["min_ms"] / baseline, 2)  # type: ignore[operator]
     return rows
+
+
+def bytecode_effect(runs: int = 3, function: str = "ChatFunction") -> list[dict[str, object]]:
+    """The same cold import with the modules' bytecode and without it (every module compiled from
+    source, as in Lambda when a layer is deployed without .pyc files: its filesystem is read-only,
+    so nothing compiled is kept). The baseline and one function, minimum of `runs` interleaved."""
+    environment = _environment()
+    hidden = hidden_packages()
+    spec = next(spec for spec in Template(ROOT / "template.yaml").functions() if spec.logical_id == function)
+    with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryDirectory() as no_bytecode:
+        (Path(scratch) / "baseline_handler.py").write_text(BASELINE)
+        targets = [
+            ("baseline (Powertools + boto3)", [scratch], "baseline_handler", environment),
+            (function, [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)], spec.handler.rsplit(".", 1)[0], {**environment, **spec.environment}),
+        ]
+        # Bytecode is looked for (and not written) under an empty directory: none is found.
+        from_source = {"PYTHONPYCACHEPREFIX": no_bytecode, "PYTHONDONTWRITEBYTECODE": "1"}
+        samples: dict[tuple[str, bool], list[float]] = {}
+        for _, paths, module, variables in targets:
+            _import_seconds(paths, module, variables, hidden)  # the bytecode cache, written
+        for _ in range(runs):
+            for name, paths, module, variables in targets:
+                for compiled in (True, False):
+                    taken = _import_seconds(paths, module, variables if compiled else {**variables, **from_source}, hidden)
+                    samples.setdefault((name, compiled), []).append(taken)
+    return [
+        {
+            "target": name,
+            "with_bytecode_ms": round(min(samples[(name, True)]) * 1000, 1),
+            "from_source_ms": round(min(samples[(name, False)]) * 1000, 1),
+        }
+        for name, _, _, _ in targets
+    ]

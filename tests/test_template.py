@@ -37,7 +37,26 @@ def test_every_function_runs_python_313_on_arm64_with_the_layer(template):
     assert function_globals["Runtime"] == "python3.13"
     assert function_globals["Architectures"] == ["arm64"]
     assert function_globals["Layers"] == [{"Ref": "ConduitLayer"}]
-    assert template.resources["ConduitLayer"]["Metadata"]["BuildMethod"] == "python3.13"
+    assert template.resources["ConduitLayer"]["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+
+
+def test_the_layer_is_built_for_python_313_on_arm64_with_its_bytecode(tmp_path):
+    """What `sam build` runs for the layer (layers/conduit/Makefile), as make would run it: the pinned
+    requirements as Python 3.13 arm64 wheels, the package with tiers.json as a file, then bytecode that
+    Lambda uses without checking the sources' times (README, Performance)."""
+    import subprocess
+
+    recipe = subprocess.run(
+        ["make", "--dry-run", "--no-print-directory", "-C", "layers/conduit", "build-ConduitLayer", f"ARTIFACTS_DIR={tmp_path}"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.replace("\\\n\t", "")  # one line per command
+    target = f"{tmp_path}/python"
+    install, copy, clean, compile_ = (line for line in recipe.splitlines() if line.startswith(("python3.13 -m pip", "cp ", "find ", "python3.13 -m compileall")))
+    assert "--requirement requirements.txt" in install and f'--target "{target}"' in install
+    assert "--platform manylinux2014_aarch64" in install and "--python-version 3.13" in install and "--only-binary=:all:" in install
+    assert copy == f'cp -RL conduit "{target}/"'  # -L: the tiers.json symlink becomes the file
+    assert clean.startswith(f'find "{target}" -name __pycache__')  # no bytecode of a local run ships
+    assert compile_.endswith(f'--invalidation-mode unchecked-hash "{target}"')
 
 
 def test_every_handler_exists(template):

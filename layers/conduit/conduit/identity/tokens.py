@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sys
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any
 
-import jwt
 from aws_lambda_powertools.utilities import parameters
 
 from conduit.platform.errors import ConduitError
@@ -23,6 +24,25 @@ from conduit.platform.settings import get_settings
 ALGORITHM = "HS256"  # pinned: a token naming any other algorithm (none included) is refused
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "sid"]
 MAX_TOKEN_LENGTH = 4096
+
+
+def _jwt_without_asymmetric_algorithms() -> ModuleType:
+    """PyJWT imports `cryptography` when it can, for its RSA, EC and EdDSA algorithms; the layer has it
+    (Authlib needs it), and that import is 50-90 ms of every authenticated function's cold start
+    (bench/cold_import.py). Tokens here are HS256 only, so jwt is imported with cryptography hidden;
+    whatever needs cryptography later (the OAuth routes) imports it as usual."""
+    if "cryptography" in sys.modules:
+        import jwt
+    else:
+        sys.modules["cryptography"] = None  # type: ignore[assignment]  # an import of it fails as not installed
+        try:
+            import jwt
+        finally:
+            del sys.modules["cryptography"]
+    return jwt
+
+
+jwt = _jwt_without_asymmetric_algorithms()
 
 
 def _signing_key() -> str:
