@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi import swagger_ui
-from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
 from pydantic import BaseModel
 
 from conduit.http.api import handler_for, make_resolver
@@ -39,6 +37,11 @@ def openapi_document():  # noqa: ANN201 - a Response annotation breaks schema ge
 @cache
 def docs_page() -> str:
     """Swagger UI with its assets inlined (Powertools ships them): no CDN needed."""
+    # Imported here: its package loads Powertools' OpenAPI models (over 100 ms of a cold start that
+    # /health and /openapi.json do not need).
+    from aws_lambda_powertools.event_handler.openapi import swagger_ui
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
+
     assets = Path(swagger_ui.__file__).parent
     return generate_swagger_html(
         spec=OPENAPI_DOCUMENT.replace("</", "<\\/"),  # keep "</script>" inside the spec inert
