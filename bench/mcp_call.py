@@ -47,7 +47,8 @@ def measure(runs: int = 50) -> dict[str, Any]:
     from conduit.net.outbound import GuardedClient
     from tests.mcp_servers import McpTestServer
 
-    logging.getLogger("mcp").setLevel(logging.WARNING)
+    for name in ("mcp", "httpx"):  # not a line per request of the SDK's server and client
+        logging.getLogger(name).setLevel(logging.WARNING)
     rows = []
     cases = [
         ("2026-07-28, JSON", {"stateless": True, "json_response": True}, MODERN_VERSION),
