@@ -57,6 +57,12 @@ def main() -> None:
         [("route", 26), ("requests", 9), ("operations", 0)],
         [[row["route"], row["requests"], ", ".join(row["operations"])] for row in results["dynamodb_requests"]],
     )
+    timed = [row for row in results["dynamodb_requests"] if "warm" in row]
+    print_table(
+        f"Warm path in-process against moto, median ms of {dynamodb_requests.TIMED_RUNS}: ours, botocore's client side, moto (for DynamoDB)",
+        [("route", 40), ("total", 7), ("ours", 7), ("botocore", 9), ("moto", 7)],
+        [[row["route"], *(row["warm"][part] for part in ("total_ms", "ours_ms", "botocore_ms", "moto_ms"))] for row in timed],
+    )
     results["chat_overhead"] = overhead = chat_overhead.measure()
     print(f"\nOne chat tool call through the local stack vs the same tool called directly (median of {overhead['runs']})")
     print(f"chat: {overhead['chat_tool_call_ms']} ms   direct: {overhead['direct_tool_call_ms']} ms   ratio: {overhead['overhead_ratio']}x")

@@ -1,13 +1,21 @@
-"""DynamoDB requests per API call, counted (not timed) through botocore's before-call event.
+"""DynamoDB requests per API call, counted through botocore's before-call event; and the warm path
+of the read routes and of a chat exchange, timed and split three ways.
 
 Each route runs in-process against moto, through the same handler Lambda
 runs, after one warm-up call (so cached secrets and clients are not counted).
+The split (median of TIMED_RUNS calls): moto's time (its in-process dispatch,
+which stands for DynamoDB itself), botocore's (the rest of each AWS call:
+building, signing and parsing on the client side) and ours (the rest of the
+handler: the resolver, validation, the domain code, serialization).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.local.template import Template
@@ -26,6 +34,50 @@ os.environ.update(
         "LOCAL_MODE": "true",  # the /mcp tools/call row calls a site on loopback
     }
 )
+
+
+TIMED_RUNS = 15
+
+
+class _Stopwatch:
+    """Time spent in AWS calls (botocore's before-call to after-call) and, within them, in moto."""
+
+    def __init__(self, client: Any) -> None:
+        from moto.core.botocore_stubber import BotocoreStubber
+
+        self.aws = self.moto = 0.0
+        self._started = 0.0
+        client.meta.events.register("before-call.dynamodb", self._before)
+        client.meta.events.register("after-call.dynamodb", self._after)
+        dispatch = BotocoreStubber.process_request
+        watch = self
+
+        def timed(stubber: Any, request: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return dispatch(stubber, request)
+            finally:
+                watch.moto += time.perf_counter() - started
+
+        BotocoreStubber.process_request = timed  # type: ignore[method-assign]
+
+    def _before(self, **_: Any) -> None:
+        self._started = time.perf_counter()
+
+    def _after(self, **_: Any) -> None:
+        self.aws += time.perf_counter() - self._started
+
+    def split(self, call: Callable[[], Any], runs: int = TIMED_RUNS) -> dict[str, float]:
+        """Median ms of the whole call and of its three parts over `runs` calls."""
+        parts: dict[str, list[float]] = {"total_ms": [], "ours_ms": [], "botocore_ms": [], "moto_ms": []}
+        for _ in range(runs):
+            self.aws = self.moto = 0.0
+            started = time.perf_counter()
+            call()
+            total = time.perf_counter() - started
+            for name, seconds in (("total_ms", total), ("ours_ms", total - self.aws), ("botocore_ms", self.aws - self.moto), ("moto_ms", self.moto)):
+                parts[name].append(seconds * 1000)
+        return {name: round(statistics.median(values), 2) for name, values in parts.items()}
 
 
 def measure() -> list[dict[str, Any]]:
@@ -52,6 +104,7 @@ def measure() -> list[dict[str, Any]]:
 
         requests: list[str] = []
         dynamodb_client().meta.events.register("before-call.dynamodb", lambda model, **_: requests.append(model.name))
+        stopwatch = _Stopwatch(dynamodb_client())
 
         def call(function: str, method: str, path: str, body: Any = None, token: str | None = None) -> dict[str, Any]:
             headers = [("Authorization", f"Bearer {token}")] if token else []
@@ -97,7 +150,7 @@ def measure() -> list[dict[str, Any]]:
         rows.append({"route": "POST /auth/refresh", "requests": len(requests), "operations": list(requests)})
         mcp_rows, site_id = _mcp_tools_call(handlers, call, requests, token, api_key, session_user)
         rows.extend(mcp_rows)
-        chat_row, session = _chat_exchange(handlers, call, requests, token)
+        chat_row, session = _chat_exchange(handlers, call, requests, token, stopwatch)
         rows.append(chat_row)
         ids = {
             "agentId": counted_agent,
@@ -106,7 +159,7 @@ def measure() -> list[dict[str, Any]]:
             "sessionToken": session,
             "workspaceId": _workspace(call, token, session_user),
         }
-        rows.extend(_openapi_reads(template, handlers, requests, token, ids))
+        rows.extend(_openapi_reads(template, handlers, requests, token, ids, stopwatch))
     return rows
 
 
@@ -123,7 +176,7 @@ def _workspace(call, token: str, user_id: str) -> str:
     return call("WorkspacesFunction", "POST", "/workspaces", {"name": "Bench"}, token)["id"]
 
 
-def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dict[str, str]) -> list[dict[str, Any]]:
+def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dict[str, str], stopwatch: _Stopwatch) -> list[dict[str, Any]]:
     """Every GET route of the OpenAPI document (functions/platform/openapi.json), called as its owner
     (path parameters filled with things the bench made), warm: so this part of the table is generated
     from the document, and a new read route appears in it without anyone adding a row."""
@@ -156,7 +209,8 @@ def _openapi_reads(template, handlers, requests: list[str], token: str, ids: dic
         get()  # warm-up
         requests.clear()
         status = get()
-        rows.append({"route": f"GET {path}", "requests": len(requests), "operations": list(requests), "status": status})
+        row = {"route": f"GET {path}", "requests": len(requests), "operations": list(requests), "status": status}
+        rows.append(row | {"warm": stopwatch.split(get)})
     return rows
 
 
@@ -218,7 +272,7 @@ def _mcp_tools_call(handlers, call, requests: list[str], token: str, api_key: st
     return rows, added["id"]
 
 
-def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dict[str, Any], str]:
+def _chat_exchange(handlers, call, requests: list[str], token: str, stopwatch: _Stopwatch) -> tuple[dict[str, Any], str]:
     """One POST /chat exchange (its Function URL event) with local:echo and no tool call."""
     from conduit.http.events import function_url_event
     from shared.local.workers import LocalLambdaContext
@@ -235,4 +289,5 @@ def _chat_exchange(handlers, call, requests: list[str], token: str) -> tuple[dic
     requests.clear()
     answer = chat("hello again")
     assert answer["message"]["role"] == "assistant", answer
-    return {"route": "POST /chat (no tool)", "requests": len(requests), "operations": list(requests)}, session
+    row = {"route": "POST /chat (no tool)", "requests": len(requests), "operations": list(requests)}
+    return row | {"warm": stopwatch.split(lambda: chat("and again"))}, session
