@@ -44,8 +44,6 @@ def test_the_layer_is_built_for_python_313_on_arm64_with_its_bytecode(tmp_path):
     """What `sam build` runs for the layer (layers/conduit/Makefile), as make would run it: the pinned
     requirements as Python 3.13 arm64 wheels, the package with tiers.json as a file, then bytecode that
     Lambda uses without checking the sources' times (README, Performance)."""
-    import subprocess
-
     recipe = subprocess.run(
         ["make", "--dry-run", "--no-print-directory", "-C", "layers/conduit", "build-ConduitLayer", f"ARTIFACTS_DIR={tmp_path}"],
         capture_output=True, text=True, check=True, cwd=ROOT,

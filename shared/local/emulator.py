@@ -190,8 +190,8 @@ def _fast_attribute_values() -> None:
 def transactions_copy_only_their_items() -> None:
     """moto's TransactWriteItems deep-copies the whole table once per item it writes, to roll
     back on failure: O(table size) per transaction. The local stack's one table grows over a
-    session, and a transaction with it (bench/emulator_table_size.py: 15 ms at 100 items,
-    240 ms at 5,000, 1.9 s at 20,000; 3-7 ms this way), until an exchange of four tool calls
+    session, and a transaction with it (bench/emulator_table_size.py: 12 ms at 100 items,
+    230 ms at 5,000, 1.6 s at 20,000; 3-6 ms this way), until an exchange of four tool calls
     ran past CHAT_TIMEOUT on a loaded CI machine. A transaction changes only the items it
     names, so those are copied and put back on failure; the rest is moto's own code, with its
     whole-table copy made a no-op. Idempotent."""
@@ -247,7 +247,7 @@ def transactions_copy_only_their_items() -> None:
 
 def queries_read_only_their_partition() -> None:
     """moto answers a Query of the table by walking every item of every partition (O(table
-    size): bench/emulator_table_size.py prints 340 ms at 20,000 items), although it keeps the
+    size): bench/emulator_table_size.py prints 330 ms at 20,000 items), although it keeps the
     items by partition. A table query (not an index's) reads its one partition: moto's own
     query runs with the table's items narrowed to that partition for the call. Idempotent."""
     from moto.dynamodb.models.table import Table
