@@ -227,6 +227,36 @@ def test_an_unpriced_turn_from_a_stale_account_item_spends_once_from_the_real_ba
     assert ledger(account_id) == [(-1, "chat: model turn 1"), (-2, "tool"), (5, "signup")]
 
 
+def test_a_spend_from_the_gates_account_item_writes_without_reading(aws):
+    # An MCP tools/call's charge: its request's only credits write, from the account the gate read.
+    account_id = open_account(5)
+    seen = account_item(account_id)
+    calls = _counting_requests()
+    assert credits.spend(account_id, 2, "mcp: tool t", "m:1", account_item=seen) == 3
+    assert calls == ["TransactWriteItems"]
+    assert state(account_id) == (0, 3, 0) and ledger(account_id) == [(-2, "mcp: tool t"), (5, "signup")]
+
+
+@pytest.mark.parametrize("since_the_read", ["spent", "granted", "the same key spent"])
+def test_a_spend_from_a_stale_account_item_is_decided_on_the_real_balance(aws, since_the_read):
+    account_id = open_account(2)
+    stale = account_item(account_id)  # 2 available
+    if since_the_read == "spent":
+        credits.spend(account_id, 1, "other", "o:1")  # 1 left: the stale copy would allow 2
+        with pytest.raises(ConduitError) as refused:
+            credits.spend(account_id, 2, "mcp: tool t", "m:1", account_item=stale)
+        assert refused.value.code == "NO_CREDITS"
+        assert state(account_id) == (0, 1, 0) and ledger(account_id) == [(-1, "other"), (2, "signup")]
+    elif since_the_read == "granted":
+        credits.grant(account_id, 5, "gift", "g:1")  # 7: the stale copy alone would refuse 3
+        assert credits.spend(account_id, 3, "mcp: tool t", "m:1", account_item=stale) == 4
+        assert ledger(account_id) == [(-3, "mcp: tool t"), (5, "gift"), (2, "signup")]
+    else:
+        credits.spend(account_id, 1, "mcp: tool t", "m:1")  # a retry of the same call finds it paid
+        assert credits.spend(account_id, 1, "mcp: tool t", "m:1", account_item=stale) == 1
+        assert state(account_id) == (0, 1, 0) and ledger(account_id) == [(-1, "mcp: tool t"), (2, "signup")]
+
+
 @pytest.mark.parametrize("failure", ["MODEL_ERROR", "CHAT_TIMEOUT", "STREAM_ABORTED"])
 def test_a_turn_that_ends_without_an_answer_releases_its_hold(priced, failure):
     account_id = open_account(100)

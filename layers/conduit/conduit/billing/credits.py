@@ -65,12 +65,14 @@ LAPSE_REASON = "monthly credits lapsed"
 # --- the operations ------------------------------------------------------------
 
 
-def spend(account_id: str, amount: int, reason: str, key: str) -> int:
+def spend(account_id: str, amount: int, reason: str, key: str, *, account_item: dict[str, Any] | None = None) -> int:
     """Charge `amount`, monthly credits first; the new balance (the sum). A balance that cannot
     cover it beside the open holds → NO_CREDITS. A spend that leaves the balance under the auto
-    top-up threshold starts a top-up."""
+    top-up threshold starts a top-up. `account_item`: the account as the gate read it moments
+    ago, written from as in hold_model_turn (one request; a stale copy costs a failed write)."""
     _require_positive("amount", amount)
-    return int(_change(account_id, -amount, reason, key, usage=True)["balance"])
+    known = (balance_of(account_item), None, None) if account_item is not None else None
+    return int(_change(account_id, -amount, reason, key, usage=True, known=known)["balance"])
 
 
 def grant(account_id: str, amount: int, reason: str, key: str) -> int:

@@ -189,7 +189,8 @@ def call(caller: Caller, tool_name: str, arguments: dict[str, Any]) -> dict[str,
             call_id = new_id("mcp")
 
             def charge(cost: int) -> None:
-                credits.spend(account.account_id, cost, f"mcp: tool {tool.name}", key=f"{call_id}:tool")
+                # The call's only credits write: it starts from the account the gate has just read.
+                credits.spend(account.account_id, cost, f"mcp: tool {tool.name}", key=f"{call_id}:tool", account_item=account.item)
 
             outcome = run_site_tool(
                 account.account_id, tool.site, tool.name, arguments, charge=charge, remaining=lambda: TOOL_CALL_SECONDS
