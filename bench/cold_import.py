@@ -21,6 +21,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from shared.local.template import Template
 
@@ -117,18 +118,28 @@ def _environment() -> dict[str, str]:
     return environment | {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+Target = tuple[str, list[str], str, dict[str, str]]  # (name, sys.path entries, module, environment)
+
+
+def _baseline_target(scratch: str, environment: dict[str, str]) -> Target:
+    (Path(scratch) / "baseline_handler.py").write_text(BASELINE)
+    return ("baseline (Powertools + boto3)", [scratch], "baseline_handler", environment)
+
+
+def _function_target(spec: Any, environment: dict[str, str]) -> Target:
+    paths = [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)]
+    # The function's own variables, as in Lambda (a function checks those it needs at import).
+    return (spec.logical_id, paths, spec.handler.rsplit(".", 1)[0], {**environment, **spec.environment})
+
+
 def measure(runs: int = 7, root: Path = ROOT) -> list[dict[str, object]]:
     """`root`: the checkout whose functions are measured (another one to compare a change)."""
     environment = _environment()
     rows = []
     hidden = hidden_packages(root / "layers" / "conduit" / "requirements.txt")
     with tempfile.TemporaryDirectory() as scratch:
-        (Path(scratch) / "baseline_handler.py").write_text(BASELINE)
-        targets = [("baseline (Powertools + boto3)", [scratch], "baseline_handler", environment)]
-        for spec in Template(root / "template.yaml").functions():
-            paths = [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)]
-            # The function's own variables, as in Lambda (a function checks those it needs at import).
-            targets.append((spec.logical_id, paths, spec.handler.rsplit(".", 1)[0], {**environment, **spec.environment}))
+        targets = [_baseline_target(scratch, environment)]
+        targets += [_function_target(spec, environment) for spec in Template(root / "template.yaml").functions()]
         for _, paths, module, variables in targets:
             _import_seconds(paths, module, variables, hidden)  # warm the bytecode cache, not the process
         # Rounds of every target in turn, so a change in the machine's load falls on all of them.
@@ -156,11 +167,7 @@ def bytecode_effect(runs: int = 3, function: str = "ChatFunction") -> list[dict[
     hidden = hidden_packages()
     spec = next(spec for spec in Template(ROOT / "template.yaml").functions() if spec.logical_id == function)
     with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryDirectory() as no_bytecode:
-        (Path(scratch) / "baseline_handler.py").write_text(BASELINE)
-        targets = [
-            ("baseline (Powertools + boto3)", [scratch], "baseline_handler", environment),
-            (function, [str(spec.code_dir), *(str(layer) for layer in spec.layer_dirs)], spec.handler.rsplit(".", 1)[0], {**environment, **spec.environment}),
-        ]
+        targets = [_baseline_target(scratch, environment), _function_target(spec, environment)]
         # Bytecode is looked for (and not written) under an empty directory: none is found.
         from_source = {"PYTHONPYCACHEPREFIX": no_bytecode, "PYTHONDONTWRITEBYTECODE": "1"}
         samples: dict[tuple[str, bool], list[float]] = {}

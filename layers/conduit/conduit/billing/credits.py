@@ -71,7 +71,7 @@ def spend(account_id: str, amount: int, reason: str, key: str, *, account_item: 
     top-up threshold starts a top-up. `account_item`: the account as the gate read it moments
     ago, written from as in hold_model_turn (one request; a stale copy costs a failed write)."""
     _require_positive("amount", amount)
-    known = (balance_of(account_item), None, None) if account_item is not None else None
+    known = _known_from(account_item)
     return int(_change(account_id, -amount, reason, key, usage=True, known=known)["balance"])
 
 
@@ -216,7 +216,7 @@ def hold_model_turn(
     without reading (one request instead of two); if it is stale, the write's conditions fail and
     the usual rounds read afresh. It is never trusted to refuse: a refusal is decided on a read."""
     price = price_of(model)
-    known = (balance_of(account_item), None, None) if account_item is not None else None
+    known = _known_from(account_item)
     if price is None:
         cost = get_tiers().costs.model_turn
         _require_positive("amount", cost)
@@ -431,6 +431,12 @@ def _read(
     if account is None:
         raise ConduitError("NOT_FOUND", "No account found with the provided ID")
     return balance_of(account), marker, hold
+
+
+def _known_from(account_item: dict[str, Any] | None) -> _Snapshot | None:
+    """A snapshot to write from without reading (no marker, no hold assumed): the write's conditions
+    fail if any of it is stale, and the next round reads."""
+    return (balance_of(account_item), None, None) if account_item is not None else None
 
 
 def balance_of(account: dict[str, Any]) -> _Balance:
