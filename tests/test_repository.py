@@ -90,3 +90,15 @@ def test_a_session_comes_with_its_last_messages_in_one_query(aws):
     found, recent = sessions.find_with_recent(token, 50)
     assert len(recent) == 10 and recent[0]["content"] == "q0"
     assert sessions.find_with_recent("sess_" + "n" * 40, 3) == (None, [])
+
+
+def test_a_clients_error_classes_are_built_when_it_is_made(aws):
+    """conduit.platform.aws builds each client's modeled exceptions with the client: botocore builds them on
+    the first `client.exceptions` without a lock, and threads racing there could catch with another set of
+    classes than the one an error was raised as."""
+    from conduit.platform import aws as aws_clients
+
+    for make in (aws_clients.dynamodb_client, aws_clients.kms_client, aws_clients.stepfunctions_client):
+        client = make()
+        assert client._exceptions is not None  # botocore's cache behind the `exceptions` property
+        assert client.exceptions is client._exceptions

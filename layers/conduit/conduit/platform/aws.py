@@ -16,7 +16,13 @@ from typing import Any
 def _client(service: str, **options: Any) -> Any:
     import boto3
 
-    return boto3.client(service, **options)
+    client = boto3.client(service, **options)
+    # botocore builds a client's modeled exception classes on first use of `client.exceptions`,
+    # without a lock: two threads' first uses can each build a set, and an error raised as one
+    # set's class then escapes an `except client.exceptions.X` that reads the other (seen as a
+    # TransactionCanceledException escaping write_transaction). Built here, before any caller has it.
+    client.exceptions  # noqa: B018
+    return client
 
 
 @cache
